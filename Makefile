@@ -1,0 +1,23 @@
+# Two entry points for a fresh machine (see README): `make pipeline` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install pipeline test bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch/torchvision first, pinned: pip takes these builds from the machine's local wheel store.
+install: $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+
+pipeline: install
+	$(BIN)/dvc repro
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m bench.run_all

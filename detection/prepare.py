@@ -1,0 +1,229 @@
+"""The `import` stage's work: source dataset (any format) -> the prepared-dataset contract.
+
+Order of work, the same for every format: read records (`detection.formats`), map source class
+names to `dataset.classes`, open every image (unreadable or truncated files are bad records),
+check boxes against the real image size (clip up to `clip_tolerance_px`, else bad), resize to a
+square `image_size` (letterbox keeps the aspect ratio and pads with grey 114 as ultralytics
+does; stretch scales each axis), split (`detection.splits`) and write images, YOLO labels,
+`manifest.csv`, `data.yaml`. A bad box makes its whole image bad: dropping only the box would
+leave an unlabelled object that the detector learns as background.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from PIL import Image
+
+from detection.formats import dataset_root, detect_format, read_dataset
+from detection.prepared import MANIFEST_COLUMNS, SPLITS
+from detection.records import BadRecord, Problems, SourceBox, SourceImage
+from detection.splits import SplitParams, assign_splits
+from pipelines.stage import StageError, to_jsonable, write_json
+
+PAD_GREY = (114, 114, 114)
+
+
+@dataclass(frozen=True)
+class DatasetParams:
+    path: str = "data/raw/demo"
+    format: str = "auto"
+    classes: tuple[str, ...] = ("bottle", "can", "plastic_bag", "paper", "cigarette_butt")
+    class_map: dict = field(default_factory=dict)
+    unmapped: str = "drop"
+    image_size: int = 32
+    resize: str = "letterbox"
+    clip_tolerance_px: float = 2.0
+    min_box_px: float = 1.0
+    on_error: str = "fail"
+
+    def __post_init__(self) -> None:
+        if self.format not in ("auto", "coco", "yolo", "voc"):
+            raise ValueError(f"format must be auto, coco, yolo or voc, got {self.format!r}")
+        if self.resize not in ("letterbox", "stretch"):
+            raise ValueError(f"resize must be letterbox or stretch, got {self.resize!r}")
+        if not self.classes or len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes must be a non-empty list of distinct names, got {list(self.classes)}")
+        bad_targets = sorted(set(self.class_map.values()) - set(self.classes))
+        if bad_targets:
+            raise ValueError(f"class_map maps to {bad_targets}, which are not in classes {list(self.classes)}")
+        if self.unmapped not in ("drop", "fail") and self.unmapped not in self.classes:
+            raise ValueError(f"unmapped must be drop, fail or one of classes, got {self.unmapped!r}")
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    source: SourceImage
+    image: Image.Image                       # RGB, image_size x image_size
+    boxes: tuple[tuple[int, float, float, float, float], ...]  # (class index, cx, cy, w, h) normalised
+
+
+def map_class(box: SourceBox, params: DatasetParams) -> str | None:
+    """Target class of a source box: its name, then its supercategory, via classes or class_map."""
+    for name in (box.label, box.supercategory):
+        if name is None:
+            continue
+        if name in params.class_map:
+            return params.class_map[name]
+        if name in params.classes:
+            return name
+    if params.unmapped == "drop":
+        return None
+    if params.unmapped == "fail":
+        raise BadRecord(f"unknown class {box.label!r} (not in dataset.classes or dataset.class_map)")
+    return params.unmapped
+
+
+def open_image(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise BadRecord(f"image file {path} is missing")
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes fully: truncated files fail here, not later
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise BadRecord(f"unreadable image {path.name}: {err}") from None
+
+
+def check_box(box: SourceBox, width: int, height: int, params: DatasetParams, problems: Problems,
+              file: Path) -> tuple[float, float, float, float]:
+    """The box clipped to the image; raises BadRecord if degenerate or too far outside."""
+    tol = params.clip_tolerance_px
+    x0, y0, x1, y1 = box.x0, box.y0, box.x1, box.y1
+    if x1 - x0 < params.min_box_px or y1 - y0 < params.min_box_px:
+        raise BadRecord(f"{box.record}: degenerate box ({x0:g}, {y0:g}, {x1:g}, {y1:g})")
+    if x0 < -tol or y0 < -tol or x1 > width + tol or y1 > height + tol:
+        raise BadRecord(f"{box.record}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the "
+                        f"{width}x{height} image by more than {tol:g} px")
+    clipped = (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
+    if clipped != (x0, y0, x1, y1):
+        problems.fix(file, box.record, f"box clipped to the {width}x{height} image")
+    return clipped
+
+
+def resize_square(image: Image.Image, size: int, mode: str) -> tuple[Image.Image, float, float, float, float]:
+    """Resized image and the map of source px to output px: x' = x * sx + ox, y' = y * sy + oy."""
+    width, height = image.size
+    if mode == "stretch":
+        return image.resize((size, size), Image.Resampling.LANCZOS), size / width, size / height, 0.0, 0.0
+    scale = size / max(width, height)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    canvas = Image.new("RGB", (size, size), PAD_GREY)
+    ox, oy = (size - new_w) // 2, (size - new_h) // 2
+    canvas.paste(image.resize((new_w, new_h), Image.Resampling.LANCZOS), (ox, oy))
+    return canvas, new_w / width, new_h / height, float(ox), float(oy)
+
+
+def prepare_image(source: SourceImage, params: DatasetParams, problems: Problems) -> PreparedImage | None:
+    """Open, check, map and resize one image; None when it was skipped (skip mode)."""
+    file = source.annotation_file
+    try:
+        image = open_image(source.path)
+        width, height = image.size
+        if source.declared_size and tuple(source.declared_size) != (width, height):
+            raise BadRecord(f"declared size {source.declared_size[0]}x{source.declared_size[1]} "
+                            f"differs from the image's {width}x{height}")
+        resized, sx, sy, ox, oy = resize_square(image, params.image_size, params.resize)
+        size = params.image_size
+        boxes = []
+        for box in source.boxes:
+            target = map_class(box, params)
+            x0, y0, x1, y1 = check_box(box, width, height, params, problems, file)
+            if target is None:
+                problems.fix(file, box.record, f"class {box.label!r} not mapped: box dropped")
+                continue
+            x0, x1 = x0 * sx + ox, x1 * sx + ox
+            y0, y1 = y0 * sy + oy, y1 * sy + oy
+            boxes.append((params.classes.index(target), (x0 + x1) / 2 / size, (y0 + y1) / 2 / size,
+                          (x1 - x0) / size, (y1 - y0) / size))
+    except BadRecord as err:
+        problems.bad(file, source.record, str(err))
+        return None
+    return PreparedImage(source, resized, tuple(boxes))
+
+
+def image_ids(sources: list[SourceImage], problems: Problems) -> dict[str, str]:
+    """File-name-safe unique ids ('/' -> '__'); two keys that collide are a bad record."""
+    ids: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for source in sources:
+        image_id = source.key.replace("/", "__")
+        if image_id in seen:
+            problems.bad(source.annotation_file, source.record,
+                         f"duplicate image id {image_id!r} (also {seen[image_id]})")
+            continue
+        seen[image_id] = source.key
+        ids[source.key] = image_id
+    return ids
+
+
+def prepare_dataset(dataset: DatasetParams, split: SplitParams, out: Path) -> dict:
+    """Import the dataset at `dataset.path` into `out` (an empty dir); returns the import report."""
+    path = Path(dataset.path)
+    if not path.exists():
+        raise StageError(f"{path}: dataset path not found (params.yaml dataset.path)")
+    fmt = detect_format(path) if dataset.format == "auto" else dataset.format
+    problems = Problems(dataset.on_error)
+    sources, source_names = read_dataset(path, fmt, problems)
+    root = dataset_root(path)
+    sources = sorted(sources, key=lambda s: s.key)
+    ids = image_ids(sources, problems)
+    prepared = [p for s in sources if s.key in ids and (p := prepare_image(s, dataset, problems))]
+    if not prepared:
+        raise StageError(f"{root}: no usable images found")
+    names = list(dataset.classes)
+    tags = [tuple(names[c] for c in sorted({b[0] for b in p.boxes})) for p in prepared]
+    splits = assign_splits(tags, [p.source.split for p in prepared], split)
+    rows = [write_image(out, ids[p.source.key], s, p, t, root, dataset.image_size)
+            for p, s, t in zip(prepared, splits, tags)]
+    manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    manifest.to_csv(out / "manifest.csv", index=False)
+    data_yaml = {"path": ".", "names": dict(enumerate(names)), "nc": len(names),
+                 **{s: f"images/{s}" for s in SPLITS}}
+    (out / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
+    report = import_report(manifest, prepared, splits, names, problems, fmt, root, source_names)
+    write_json(out / "params.json", {"dataset": to_jsonable(dataset), "split": to_jsonable(split)})
+    return report
+
+
+def write_image(out: Path, image_id: str, split: str, item: PreparedImage, tags: tuple[str, ...],
+                root: Path, size: int) -> dict:
+    image_path = out / "images" / split / f"{image_id}.png"
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    item.image.save(image_path)
+    if split != "tagged":
+        label_file = out / "labels" / split / f"{image_id}.txt"
+        label_file.parent.mkdir(parents=True, exist_ok=True)
+        label_file.write_text("".join(f"{c} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n" for c, cx, cy, w, h in item.boxes))
+    return {"image_id": image_id, "split": split, "path": image_path.relative_to(out).as_posix(),
+            "width": size, "height": size, "source": item.source.path.relative_to(root).as_posix(),
+            "tags": ";".join(tags), "n_boxes": len(item.boxes)}
+
+
+def import_report(manifest: pd.DataFrame, prepared: list[PreparedImage], splits: list[str],
+                  names: list[str], problems: Problems, fmt: str, root: Path,
+                  source_names: list[str]) -> dict:
+    per_split = {}
+    for split_name in SPLITS:
+        members = [p for p, s in zip(prepared, splits) if s == split_name]
+        boxes = Counter(names[b[0]] for p in members for b in p.boxes)
+        images = Counter(names[c] for p in members for c in {b[0] for b in p.boxes})
+        per_split[split_name] = {
+            "images": len(members),
+            "clean_images": sum(1 for p in members if not p.boxes),
+            "images_per_class": {n: images[n] for n in names},
+            "boxes_per_class": {n: boxes[n] for n in names},
+            "labels_written": split_name != "tagged",
+        }
+    totals = Counter(names[b[0]] for p in prepared for b in p.boxes)
+    return {
+        "source": str(root), "format": fmt, "source_classes": source_names, "classes": names,
+        "images": len(manifest), "boxes_per_class": {n: totals[n] for n in names},
+        "splits": per_split, "fixed": problems.fixed, "skipped": problems.skipped,
+    }

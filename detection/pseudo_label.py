@@ -1,0 +1,212 @@
+"""Pseudo-labelling with the baseline detector, and the policy that decides which images to keep.
+
+Two pools go through the same code (`pseudo_label_pool`):
+
+- synthetic images (`generate`): each was guided toward one `target` class. `required` = {target}
+  when `require_target` (else nothing), `allowed` = every class: boxes of other classes are kept
+  (the diffusion model may draw more litter than the class it was steered to).
+- the real `tagged` pool (`selftrain`): the image-level tags are the consistency check.
+  `required` = `allowed` = the tags: boxes of untagged classes are removed (the tags say the class
+  is absent, so they are false positives) and the image is kept only if every tagged class still
+  has a box. A clean-tagged image with no box left is a background image.
+
+An image with no box left and nothing required is background; background images are capped so
+they make up at most `max_background_fraction` of the kept images (a seeded random choice).
+
+Test-time augmentation (`tta: true`): the detector also sees the horizontally flipped image; the
+flipped boxes are mirrored back and both sets are merged with class-aware NMS at `iou` (a box
+found in both views keeps the higher confidence).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torchvision
+from PIL import Image
+
+from detection.yolo import Detections, PredictSettings, load_model, pixels_to_labels, predict
+from pipelines.stage import StageError
+
+REASONS = ("kept", "kept_background", "missing_required", "background_cap")
+
+
+@dataclass(frozen=True)
+class PseudoLabelSettings:
+    """params.yaml `pseudo_label` (both pools)."""
+
+    conf: float = 0.25                   # boxes below this confidence are discarded (after NMS)
+    iou: float = 0.5                     # NMS IoU, also for merging the TTA views
+    tta: bool = True                     # also predict on the horizontally flipped image
+    require_target: bool = True          # synthetic: keep an image only if a box of its target is found
+    max_background_fraction: float = 0.1  # at most this share of the kept images may have no box
+    seed: int = 0
+    device: Any = "auto"
+    batch: int = 32
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_background_fraction < 1.0:
+            raise ValueError(f"max_background_fraction must be in [0, 1), got {self.max_background_fraction}")
+
+
+@dataclass(frozen=True)
+class PoolImage:
+    """One image to label: `group` names it in the report (synthetic target / tag set)."""
+
+    image_id: str
+    path: Path
+    required: frozenset[int]
+    allowed: frozenset[int] | None      # None: every class allowed
+    group: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    image: PoolImage
+    detections: Detections
+    reason: str                          # one of REASONS
+
+
+def synthetic_pool(synthetic: Path | str, names: Sequence[str], require_target: bool) -> list[PoolImage]:
+    """The synthetic images of `generate` (manifest `image_id, path, target, ...`)."""
+    manifest = Path(synthetic) / "manifest.csv"
+    if not manifest.is_file():
+        raise StageError(f"{manifest}: not found; run the generate stage first")
+    frame = pd.read_csv(manifest, dtype={"image_id": str, "target": str, "path": str}, keep_default_na=False)
+    for column in ("image_id", "path", "target"):
+        if column not in frame.columns:
+            raise StageError(f"{manifest}: missing column '{column}'")
+    pool = []
+    for row in frame.itertuples():
+        if row.target and row.target not in names:
+            raise StageError(f"{manifest}: {row.image_id}: target '{row.target}' is not a class ({', '.join(names)})")
+        required = frozenset({names.index(row.target)}) if (row.target and require_target) else frozenset()
+        pool.append(PoolImage(row.image_id, Path(synthetic) / row.path, required, None, row.target or "(unguided)"))
+    return pool
+
+
+def tagged_pool(frame: pd.DataFrame, names: Sequence[str]) -> list[PoolImage]:
+    """The real `tagged` images (a `load_manifest` frame): tags are both required and the only allowed classes."""
+    pool = []
+    for row in frame.itertuples():
+        tags = frozenset(names.index(t) for t in row.tags)
+        pool.append(PoolImage(row.image_id, Path(row.abspath), tags, tags, ";".join(sorted(row.tags)) or "(clean)"))
+    return pool
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise StageError(f"{path}: image not found")
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def predict_tta(model, images: Sequence[np.ndarray], settings: PredictSettings, tta: bool) -> list[Detections]:
+    """Predictions per image; with `tta` merged with those of the mirrored image (class-aware NMS)."""
+    plain = predict(model, images, settings)
+    if not tta:
+        return plain
+    flipped = predict(model, [im[:, ::-1] for im in images], settings)
+    merged = []
+    for image, a, b in zip(images, plain, flipped):
+        width = image.shape[1]
+        b_xyxy = b.xyxy.copy()
+        b_xyxy[:, [0, 2]] = width - b.xyxy[:, [2, 0]]
+        both = Detections(np.concatenate([a.xyxy, b_xyxy]), np.concatenate([a.conf, b.conf]),
+                          np.concatenate([a.cls, b.cls]))
+        keep = torchvision.ops.batched_nms(torch.from_numpy(both.xyxy), torch.from_numpy(both.conf),
+                                           torch.from_numpy(both.cls), settings.iou).numpy()
+        merged.append(both.select(keep))
+    return merged
+
+
+def decide(image: PoolImage, detections: Detections, conf: float) -> Decision:
+    """Keep the boxes above `conf` of allowed classes; keep the image if every required class has a box."""
+    keep = detections.conf >= conf
+    if image.allowed is not None:
+        keep &= np.isin(detections.cls, sorted(image.allowed))
+    kept = detections.select(keep)
+    if not image.required <= set(kept.cls.tolist()):
+        return Decision(image, kept, "missing_required")
+    return Decision(image, kept, "kept" if len(kept.cls) else "kept_background")
+
+
+def cap_background(decisions: list[Decision], fraction: float, seed: int) -> list[Decision]:
+    """Turn surplus background images into `background_cap` drops: background <= fraction * kept."""
+    background = [i for i, d in enumerate(decisions) if d.reason == "kept_background"]
+    n_boxed = sum(d.reason == "kept" for d in decisions)
+    allowed = int(np.floor(fraction / (1.0 - fraction) * n_boxed + 1e-9))
+    if len(background) <= allowed:
+        return decisions
+    chosen = set(random.Random(seed).sample(background, allowed))
+    return [Decision(d.image, d.detections, "background_cap") if i in background and i not in chosen else d
+            for i, d in enumerate(decisions)]
+
+
+def pseudo_label_pool(model, pool: Sequence[PoolImage], settings: PseudoLabelSettings,
+                      imgsz: int) -> list[Decision]:
+    """Predict on every image of `pool` and apply the keep policy (module docstring)."""
+    images = [load_rgb(p.path) for p in pool]
+    predict_settings = PredictSettings(imgsz=imgsz, conf=settings.conf, iou=settings.iou,
+                                       device=settings.device, batch=settings.batch)
+    detections = predict_tta(model, images, predict_settings, settings.tta)
+    decisions = [decide(p, d, settings.conf) for p, d in zip(pool, detections)]
+    return cap_background(decisions, settings.max_background_fraction, settings.seed)
+
+
+def write_layout(decisions: Sequence[Decision], out_dir: Path, names: Sequence[str]) -> pd.DataFrame:
+    """Copy kept images to `out_dir/images`, write their labels to `out_dir/labels`, and a manifest."""
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "labels").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for d in decisions:
+        if d.reason not in ("kept", "kept_background"):
+            continue
+        image_path = out_dir / "images" / f"{d.image.image_id}.png"
+        shutil.copyfile(d.image.path, image_path)
+        width, height = Image.open(image_path).size
+        (out_dir / "labels" / f"{d.image.image_id}.txt").write_text(pixels_to_labels(d.detections, width, height))
+        rows.append({"image_id": d.image.image_id, "path": f"images/{d.image.image_id}.png",
+                     "source_path": str(d.image.path), "group": d.image.group, "n_boxes": len(d.detections.cls),
+                     "classes": ";".join(sorted({names[c] for c in d.detections.cls.tolist()}))})
+    manifest = pd.DataFrame(rows, columns=["image_id", "path", "source_path", "group", "n_boxes", "classes"])
+    manifest.to_csv(out_dir / "manifest.csv", index=False)
+    return manifest
+
+
+def report(decisions: Sequence[Decision], names: Sequence[str]) -> dict[str, Any]:
+    """Per group (target class or tag set): images kept and dropped by reason, boxes kept per class."""
+    groups: dict[str, dict[str, Any]] = {}
+    for d in decisions:
+        g = groups.setdefault(d.image.group, {"images": 0, **{r: 0 for r in REASONS},
+                                              "boxes": {n: 0 for n in names}})
+        g["images"] += 1
+        g[d.reason] += 1
+        if d.reason == "kept":
+            for c in d.detections.cls.tolist():
+                g["boxes"][names[c]] += 1
+    total = {r: sum(g[r] for g in groups.values()) for r in ("images", *REASONS)}
+    n_kept = total["kept"] + total["kept_background"]
+    return {"total": {**total, "kept_fraction": n_kept / max(total["images"], 1)},
+            "reasons": {"kept": "a box of every required class (and only allowed classes)",
+                        "kept_background": "no box, nothing required; within the background cap",
+                        "missing_required": "no box (above conf) of the target class / of some tagged class",
+                        "background_cap": "no box, but over max_background_fraction of the kept images"},
+            "per_group": dict(sorted(groups.items()))}
+
+
+def run(pool: Sequence[PoolImage], weights: Path | str, settings: PseudoLabelSettings, imgsz: int,
+        names: Sequence[str], out_dir: Path) -> dict[str, Any]:
+    """Label `pool` with the detector at `weights`, write the kept images as a YOLO layout; the report."""
+    if not pool:
+        raise StageError("pseudo_label: the image pool is empty")
+    decisions = pseudo_label_pool(load_model(weights), pool, settings, imgsz)
+    write_layout(decisions, out_dir, names)
+    (out_dir / "classes.txt").write_text("".join(f"{n}\n" for n in names))
+    return report(decisions, names)

@@ -1,0 +1,279 @@
+"""YOLO detector through ultralytics, fully offline: setup, dataset views, training, prediction.
+
+Ultralytics reads its settings and fonts from `YOLO_CONFIG_DIR` when it is first imported, so
+every import of it in this project goes through `ultralytics_offline()`, which first points that
+variable at the project-local `.yolo_config/` (git-ignored), sets `YOLO_OFFLINE`, puts a local
+font there under the names ultralytics would otherwise download (Arial.ttf, Arial.Unicode.ttf:
+matplotlib's bundled DejaVuSans) and turns off sync, hub and every logger integration. The
+user's global ultralytics settings are never written.
+
+Training data reach ultralytics as a throw-away YOLO layout in a temp dir (`write_dataset_view`):
+images and labels are copied there, so ultralytics' label caches (`*.cache`) land in that temp
+dir and never inside a DVC output such as `data/prepared/`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Sequence
+
+import numpy as np
+import yaml
+
+from detection.prepared import label_path, load_manifest, read_yolo_labels
+from pipelines.stage import StageError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = PROJECT_ROOT / ".yolo_config"
+FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
+VARIANTS = ("baseline", "augmented", "selftrain")
+# Every ultralytics integration that could log or upload; all off.
+OFFLINE_SETTINGS = {k: False for k in ("sync", "hub", "dvc", "clearml", "comet", "mlflow", "neptune",
+                                       "raytune", "tensorboard", "wandb", "vscode_msg", "openvino_msg")}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """params.yaml `yolo.train`: what every variant trains with (identical across variants)."""
+
+    model: str = "yolov8n.yaml"   # a model YAML shipped with ultralytics (built from scratch) or a local .pt
+    imgsz: int = 64               # network input side in px, a multiple of 32
+    epochs: int = 30
+    batch: int = 16
+    seed: int = 0
+    device: Any = "auto"          # auto (CUDA when present, else cpu) | cpu | 0 | [0, 1] (DDP)
+    patience: int = 100           # early stopping on val fitness
+    workers: int = 0              # dataloader workers
+    amp: Any = False              # false | bf16 (true would make ultralytics fetch yolo26n.pt to check AMP)
+    plots: bool = False           # ultralytics' own training plots (label grids, curves)
+    extra: dict = field(default_factory=dict)  # any other ultralytics train argument (mosaic, lr0, ...)
+
+    def __post_init__(self) -> None:
+        if self.imgsz % 32:
+            raise ValueError(f"imgsz must be a multiple of 32, got {self.imgsz}")
+        if self.amp not in (False, "bf16"):
+            raise ValueError(f"amp must be false or bf16, got {self.amp!r}")
+
+
+@dataclass(frozen=True)
+class YoloParams:
+    """params.yaml `yolo`: shared train settings plus each variant's pseudo-label mix."""
+
+    train: TrainSettings = TrainSettings()
+    synthetic_ratio: float = 1.0      # augmented: at most this many synthetic images per real train image
+    tagged_ratio: float = 1.0         # selftrain: at most this many pseudo-labelled tagged images per real one
+
+
+def ultralytics_offline() -> ModuleType:
+    """Import ultralytics with no network use (see module docstring); returns the module."""
+    if "ultralytics" not in sys.modules:
+        os.environ["YOLO_OFFLINE"] = "true"
+        os.environ.setdefault("YOLO_CONFIG_DIR", str(CONFIG_DIR))
+        user_dir = Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics"
+        user_dir.mkdir(parents=True, exist_ok=True)
+        import matplotlib
+
+        font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+        for name in FONT_NAMES:
+            if not (user_dir / name).exists():
+                shutil.copyfile(font, user_dir / name)
+    import ultralytics
+    from ultralytics.utils import SETTINGS
+
+    stale = {k: v for k, v in OFFLINE_SETTINGS.items() if k in SETTINGS and SETTINGS[k] != v}
+    if stale:
+        SETTINGS.update(stale)
+    return ultralytics
+
+
+def resolve_device(device: Any) -> Any:
+    """`auto` -> CUDA device 0 when present, else cpu; a list becomes ultralytics' DDP device string."""
+    if device == "auto":
+        import torch
+
+        return 0 if torch.cuda.is_available() else "cpu"
+    if isinstance(device, (list, tuple)):
+        return ",".join(str(d) for d in device)
+    return device
+
+
+# --------------------------------------------------------------------------- dataset views
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One training image: its file, its YOLO label file (None = background) and a unique name."""
+
+    image: Path
+    label: Path | None
+    name: str
+
+
+def prepared_split(prepared: Path | str, split: str) -> list[LabelledImage]:
+    """The images of one boxed split of `data/prepared` with their label files."""
+    frame = load_manifest(prepared, (split,))
+    return [LabelledImage(Path(p), label_path(p), f"real_{i}") for i, p in zip(frame["image_id"], frame["abspath"])]
+
+
+def pseudo_split(pseudo_dir: Path | str, ratio: float, n_real: int, seed: int) -> list[LabelledImage]:
+    """Images of a pseudo-labelled layout (`detection.pseudo_label`), at most `ratio * n_real` of them.
+
+    The subset is a seeded random sample, so the same params give the same training set. An empty
+    layout (the baseline kept nothing) gives no images and a warning, not an error.
+    """
+    pseudo_dir = Path(pseudo_dir)
+    if not (pseudo_dir / "manifest.csv").is_file():
+        raise StageError(f"{pseudo_dir}/manifest.csv: not found; run the pseudo-label stage first")
+    images = sorted((pseudo_dir / "images").glob("*.png"))
+    if not images:  # a weak baseline may keep nothing: train on the real images, say so
+        print(f"warning: {pseudo_dir}: no pseudo-labelled images kept; training on real images only",
+              file=sys.stderr)
+    cap = int(round(ratio * n_real))
+    if cap < len(images):
+        images = sorted(random.Random(seed).sample(images, cap))
+    return [LabelledImage(p.resolve(), label_path(p.resolve()), f"{pseudo_dir.name}_{p.stem}") for p in images]
+
+
+def write_dataset_view(root: Path, splits: dict[str, list[LabelledImage]], names: Sequence[str]) -> Path:
+    """Copy images and labels into an ultralytics YOLO layout under `root`; returns its data.yaml."""
+    for split, items in splits.items():
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for item in items:
+            shutil.copyfile(item.image, root / "images" / split / f"{item.name}{item.image.suffix}")
+            target = root / "labels" / split / f"{item.name}.txt"
+            if item.label is not None and item.label.is_file():
+                shutil.copyfile(item.label, target)
+            else:
+                target.write_text("")
+    data = {"path": str(root.resolve()), **{s: f"images/{s}" for s in splits}, "names": dict(enumerate(names))}
+    data_yaml = root / "data.yaml"
+    data_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
+    return data_yaml
+
+
+def variant_splits(variant: str, params: YoloParams, prepared: Path | str,
+                   pseudo_root: Path | str) -> dict[str, list[LabelledImage]]:
+    """Train/val images of a variant: real train (+ pseudo-labelled synthetic or tagged), real val."""
+    if variant not in VARIANTS:
+        raise StageError(f"params: variant '{variant}': unknown; known: {', '.join(VARIANTS)}")
+    train = prepared_split(prepared, "train")
+    if not train:
+        raise StageError(f"{prepared}/manifest.csv: no 'train' images")
+    if variant == "augmented":
+        train += pseudo_split(Path(pseudo_root) / "synthetic", params.synthetic_ratio, len(train), params.train.seed)
+    elif variant == "selftrain":
+        train += pseudo_split(Path(pseudo_root) / "tagged", params.tagged_ratio, len(train), params.train.seed)
+    return {"train": train, "val": prepared_split(prepared, "val")}
+
+
+# --------------------------------------------------------------------------- train / predict
+
+def train(settings: TrainSettings, data_yaml: Path, out_dir: Path) -> dict[str, Any]:
+    """Train one YOLO model; `best.pt`, `last.pt`, `results.csv`, `args.yaml` land in `out_dir`.
+
+    Returns ultralytics' final validation metrics (of best.pt on val) as plain floats.
+    """
+    YOLO = ultralytics_offline().YOLO
+    device = resolve_device(settings.device)
+    run_root = Path(tempfile.mkdtemp(prefix="yolo_run_"))
+    try:
+        model = YOLO(settings.model)
+        args = dict(data=str(data_yaml), epochs=settings.epochs, imgsz=settings.imgsz, batch=settings.batch,
+                    seed=settings.seed, deterministic=True, device=device, patience=settings.patience,
+                    workers=settings.workers, amp=False if device == "cpu" else settings.amp,
+                    plots=settings.plots, pretrained=settings.model.endswith(".pt"),
+                    project=str(run_root), name="run", exist_ok=True, verbose=False)
+        model.train(**{**args, **settings.extra})
+        run = run_root / "run"
+        for name in ("weights/best.pt", "weights/last.pt", "results.csv", "args.yaml"):
+            if not (run / name).is_file():
+                raise StageError(f"{run / name}: ultralytics wrote no such file; training failed")
+            shutil.copyfile(run / name, out_dir / Path(name).name)
+        if settings.plots:
+            for png in run.glob("*.png"):
+                shutil.copyfile(png, out_dir / png.name)
+        metrics = getattr(model.trainer, "metrics", {}) or {}
+        return {k: float(v) for k, v in metrics.items()}
+    finally:
+        shutil.rmtree(run_root, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Boxes of one image in pixels: xyxy float32 [n, 4], conf float32 [n], cls int64 [n]."""
+
+    xyxy: np.ndarray
+    conf: np.ndarray
+    cls: np.ndarray
+
+    @staticmethod
+    def empty() -> "Detections":
+        return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+    def select(self, keep: np.ndarray) -> "Detections":
+        return Detections(self.xyxy[keep], self.conf[keep], self.cls[keep])
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    imgsz: int = 64
+    conf: float = 0.001
+    iou: float = 0.7          # NMS IoU
+    max_det: int = 100
+    device: Any = "auto"
+    batch: int = 32
+
+
+def load_model(weights: Path | str):
+    """A trained YOLO model from `best.pt` (ultralytics checkpoints are pickles: only load your own)."""
+    weights = Path(weights)
+    if not weights.is_file():
+        raise StageError(f"{weights}: weights not found; run train_yolo first")
+    return ultralytics_offline().YOLO(str(weights))
+
+
+def predict(model, images: Sequence[np.ndarray], settings: PredictSettings) -> list[Detections]:
+    """Run `model.predict` on RGB uint8 HxWx3 arrays; boxes are in the input images' pixels."""
+    out: list[Detections] = []
+    device = resolve_device(settings.device)
+    for start in range(0, len(images), settings.batch):
+        chunk = [np.ascontiguousarray(im[..., ::-1]) for im in images[start:start + settings.batch]]  # BGR
+        results = model.predict(chunk, imgsz=settings.imgsz, conf=settings.conf, iou=settings.iou,
+                                max_det=settings.max_det, device=device, verbose=False)
+        for r in results:
+            boxes = r.boxes
+            out.append(Detections(boxes.xyxy.cpu().numpy().astype(np.float32),
+                                  boxes.conf.cpu().numpy().astype(np.float32),
+                                  boxes.cls.cpu().numpy().astype(np.int64)))
+    return out
+
+
+def labels_to_pixels(labels: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """YOLO rows (cls, cx, cy, w, h normalised) -> (xyxy float32 [n, 4] in px, cls int64 [n])."""
+    cx, cy, w, h = (labels[:, i] for i in range(1, 5))
+    xyxy = np.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], 1)
+    return xyxy.astype(np.float32).reshape(-1, 4), labels[:, 0].astype(np.int64)
+
+
+def pixels_to_labels(det: Detections, width: int, height: int) -> str:
+    """Detections -> YOLO label text (one `cls cx cy w h` line per box, normalised, clipped)."""
+    xyxy = det.xyxy.copy()
+    xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
+    xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
+    lines = []
+    for (x1, y1, x2, y2), c in zip(xyxy, det.cls):
+        lines.append(f"{int(c)} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
+                     f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}")
+    return "".join(line + "\n" for line in lines)
+
+
+def read_labels_px(image_path: Path | str, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth boxes of an image from its label file, in px."""
+    return labels_to_pixels(read_yolo_labels(label_path(image_path)), width, height)

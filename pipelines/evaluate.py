@@ -9,28 +9,18 @@ Reads `data/prepared` (test split, class names), `models/yolo/<variant>/best.pt`
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from detection import evaluate, report
 from detection.prepared import class_names
 from detection.yolo import YoloParams
-from pipelines.stage import atomic_dirs, read_params, run_stage, section, write_json
+from pipelines.stage import atomic_dirs, read_params, run_stage, section, write_json, write_text
 
 PREPARED = "data/prepared"
 MODELS = "models/yolo"
 PSEUDO = Path("data/pseudo/synthetic")
 REPORTS = Path("reports")
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Temp file + rename, as `write_json` does, for the markdown and CSV outputs."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,8 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_dirs(REPORTS / "figures", REPORTS / "pr") as (figures, pr_dir):
         evaluate.write_pr_curves(result, pr_dir)
         markdown = report.write_report(result, settings, PSEUDO, figures, link="figures")
-    _write_text(REPORTS / "per_class.csv", evaluate.per_class_frame(result).to_csv(index=False))
-    _write_text(REPORTS / "report.md", markdown)
+    write_text(REPORTS / "per_class.csv", evaluate.per_class_frame(result).to_csv(index=False))
+    write_text(REPORTS / "report.md", markdown)
     write_json(REPORTS / "metrics.json", {**evaluate.metrics_json(result),
                                           "settings": {"evaluate": settings, "imgsz": imgsz}})
 

@@ -84,15 +84,18 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: Path | str, data: Any) -> None:
-    """Write JSON through a temp file + rename so readers never see a partial file."""
+def write_text(path: Path | str, text: str) -> None:
+    """Write a file through a temp file + rename so readers never see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(to_jsonable(data), indent=2, sort_keys=False) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.replace(tmp, path)
+
+
+def write_json(path: Path | str, data: Any) -> None:
+    write_text(path, json.dumps(to_jsonable(data), indent=2, sort_keys=False) + "\n")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,138 @@
+"""Image datasets for the generative side, read from the prepared manifest (`detection.prepared`).
+
+The demo images are tiny (32x32, ~1000 of them), so a split is held in memory as one uint8
+tensor [N, 3, H, W]; models see float images in [-1, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from detection.prepared import class_names, load_manifest, multi_hot
+from pipelines.stage import StageError
+
+GENERATIVE_SPLITS = ("train", "tagged")
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images of some splits in memory: uint8 [N, 3, S, S] + multi-hot tags [N, n_classes]."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    class_names: tuple[str, ...]
+    image_ids: tuple[str, ...]
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+
+def load_image_set(prepared: Path | str, splits: tuple[str, ...]) -> ImageSet:
+    """All images of `splits` as RGB uint8 (all must share one square size) with their tags."""
+    names = class_names(prepared)
+    frame = load_manifest(prepared, splits)
+    if frame.empty:
+        raise StageError(f"{Path(prepared) / 'manifest.csv'}: no images in split(s) {', '.join(splits)}")
+    arrays = []
+    for row in frame.itertuples():
+        try:
+            with Image.open(row.abspath) as image:
+                arrays.append(np.asarray(image.convert("RGB")))
+        except OSError as err:
+            raise StageError(f"{row.abspath}: image {row.image_id}: unreadable ({err})") from None
+        if arrays[-1].shape != arrays[0].shape or arrays[-1].shape[0] != arrays[-1].shape[1]:
+            raise StageError(
+                f"{row.abspath}: image {row.image_id}: size {arrays[-1].shape[:2]} differs from "
+                f"{arrays[0].shape[:2]}; prepared images must be square and all one size"
+            )
+    unknown = sorted({t for tags in frame["tags"] for t in tags} - set(names))
+    if unknown:
+        raise StageError(f"{Path(prepared) / 'manifest.csv'}: tag(s) {', '.join(unknown)} not in data.yaml names")
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    targets = torch.from_numpy(np.stack([multi_hot(tags, names) for tags in frame["tags"]]))
+    return ImageSet(images, targets, tuple(names), tuple(frame["image_id"]))
+
+
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1]."""
+    return images.float() / 127.5 - 1.0
+
+
+class IndexDataset(Dataset):
+    """Yields indices into an in-memory ImageSet, so batches stay cheap to shard and to collate."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+class EpochBatchSampler(Sampler):
+    """Batches of a fresh seeded permutation every epoch, from batch number `start` onward.
+
+    Batch k is a pure function of (seed, k), so a resumed run continues the exact data order of
+    an uninterrupted one. Yields `n_batches` batches (drop_last within each epoch).
+    """
+
+    def __init__(self, n_items: int, batch_size: int, seed: int, start: int, n_batches: int):
+        if n_items < batch_size:
+            raise StageError(f"training set: {n_items} images is fewer than one batch ({batch_size})")
+        self.n_items, self.batch_size, self.seed = n_items, batch_size, seed
+        self.start, self.n_batches, self.drop_last = start, n_batches, True
+        self.per_epoch = n_items // batch_size
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __iter__(self):
+        epoch, order = None, None
+        for k in range(self.start, self.start + self.n_batches):
+            if k // self.per_epoch != epoch:
+                epoch = k // self.per_epoch
+                order = torch.randperm(self.n_items, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            offset = (k % self.per_epoch) * self.batch_size
+            yield order[offset: offset + self.batch_size].tolist()
+
+
+def classifier_augmentation(strength: float, seed: int) -> A.Compose:
+    """Mild albumentations augmentation; `strength` scales shift/scale/colour jitter (0 = flips only)."""
+    return A.Compose(seed=seed, transforms=[
+        A.HorizontalFlip(p=0.5),
+        A.Affine(
+            translate_percent=(-0.0625 * strength, 0.0625 * strength), scale=(1 - 0.1 * strength, 1 + 0.1 * strength),
+            border_mode=4, p=0.5 if strength > 0 else 0.0,
+        ),
+        A.ColorJitter(
+            brightness=0.15 * strength, contrast=0.15 * strength, saturation=0.15 * strength, hue=0.02 * strength,
+            p=0.5 if strength > 0 else 0.0,
+        ),
+    ])
+
+
+class AugmentedImages(Dataset):
+    """(image float [3, S, S] in [-1, 1], multi-hot target [n_classes]) with albumentations applied."""
+
+    def __init__(self, image_set: ImageSet, transform: A.Compose | None):
+        self.image_set, self.transform = image_set, transform
+
+    def __len__(self) -> int:
+        return len(self.image_set.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.image_set.images[index]
+        if self.transform is not None:
+            array = self.transform(image=image.permute(1, 2, 0).numpy())["image"]
+            image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+        return to_model_range(image), self.image_set.targets[index]

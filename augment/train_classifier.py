@@ -1,0 +1,160 @@
+"""Train the noise-aware litter classifier p(y | x_t, t) (guidance) or its clean twin (the judge).
+
+Dhariwal & Nichol 2021, section 4: the classifier sees x_t = sqrt(alpha_bar_t) x_0 +
+sqrt(1 - alpha_bar_t) eps with t uniform over the UNet's schedule (`DDPMScheduler.add_noise`).
+The judge trains the same model with t = 0 only, from its own seed, on clean real images.
+
+Loss: multi-label BCE with class balancing, pos_weight_c = (N - P_c) / max(P_c, 1) where N is
+the number of training images and P_c those tagged with class c (negatives / positives), so
+each class's positives weigh as much in total as its negatives.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import set_seed
+from diffusers import DDPMScheduler
+from torch.utils.data import DataLoader
+from torchmetrics.classification import MultilabelAveragePrecision
+from tqdm.auto import tqdm
+
+from augment.classifier import ClassifierConfig, NoisyLitterClassifier
+from augment.data import GENERATIVE_SPLITS, AugmentedImages, ImageSet, classifier_augmentation, load_image_set, to_model_range
+from augment.train_unet import resolve_mixed_precision
+from augment.unet import ArchConfig
+from pipelines.stage import StageError
+
+
+@dataclass(frozen=True)
+class ClassifierTrainConfig:
+    """The `classifier` and `judge` params sections."""
+
+    seed: int = 1
+    model: ArchConfig = field(default_factory=lambda: ArchConfig(dropout=0.0))
+    pool: str = "attention"            # attention | adaptive
+    noised: bool = True                # False: t = 0 always (the judge)
+    batch_size: int = 64
+    lr: float = 3e-4                   # AdamW
+    weight_decay: float = 0.05
+    anneal_lr: bool = True             # linear decay to 0 at max_steps
+    max_steps: int = 600               # stop at this many steps or after max_minutes
+    max_minutes: float = 3.0
+    augment_strength: float = 1.0      # 0: flips only; 1: mild shift-scale + colour jitter
+    mixed_precision: str = "auto"      # auto | no | bf16 | fp16
+    eval_buckets: int = 5              # val metrics per noise level bucket of t (1 when not noised)
+    eval_seed: int = 0
+
+
+@dataclass
+class TrainedClassifier:
+    model: NoisyLitterClassifier
+    report: dict
+    is_main: bool
+
+
+def pos_weight(targets: torch.Tensor) -> torch.Tensor:
+    """(N - P_c) / max(P_c, 1) per class from multi-hot targets [N, n_classes]."""
+    positives = targets.sum(dim=0)
+    return (targets.shape[0] - positives) / positives.clamp(min=1)
+
+
+def sample_timesteps(cfg: ClassifierTrainConfig, n_steps: int, batch: int, gen: torch.Generator) -> torch.Tensor:
+    if not cfg.noised:
+        return torch.zeros(batch, dtype=torch.long)
+    return torch.randint(0, n_steps, (batch,), generator=gen)
+
+
+def train_classifier(cfg: ClassifierTrainConfig, prepared: Path | str, scheduler_dir: Path | str | None) -> TrainedClassifier:
+    """Train on train + tagged (noised with the UNet's schedule unless cfg.noised is False), eval on val."""
+    if cfg.noised and (scheduler_dir is None or not Path(scheduler_dir).is_dir()):
+        raise StageError(f"{scheduler_dir}: noise schedule not found; run train_unet first")
+    scheduler = DDPMScheduler.from_pretrained(str(scheduler_dir)) if cfg.noised else None
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision, PartialState().device))
+    data = load_image_set(prepared, GENERATIVE_SPLITS)
+    set_seed(cfg.seed)
+    model = NoisyLitterClassifier(ClassifierConfig(
+        class_names=data.class_names, image_size=data.image_size, arch=cfg.model, pool=cfg.pool,
+        num_train_timesteps=scheduler.config.num_train_timesteps if scheduler else 1000,
+    ))
+    loader = DataLoader(
+        AugmentedImages(data, classifier_augmentation(cfg.augment_strength, cfg.seed)), batch_size=cfg.batch_size,
+        shuffle=True, drop_last=len(data.images) >= cfg.batch_size, generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight(data.targets).to(accelerator.device))
+    steps, stop_reason, minutes = fit(cfg, accelerator, model, optimizer, loader, loss_fn, scheduler)
+    model = accelerator.unwrap_model(model).float().eval()
+    report = {"steps": steps, "stop_reason": stop_reason, "train_minutes": round(minutes, 2),
+              "n_train_images": len(data.images), "pos_weight": pos_weight(data.targets).tolist()}
+    if accelerator.is_main_process:
+        report |= evaluate(model, load_image_set(prepared, ("val",)), scheduler, cfg)
+    return TrainedClassifier(model, report, accelerator.is_main_process)
+
+
+def fit(cfg, accelerator, model, optimizer, loader, loss_fn, scheduler) -> tuple[int, str, float]:
+    """The optimisation loop; returns (steps, stop reason, minutes)."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + accelerator.process_index)
+    n_steps = scheduler.config.num_train_timesteps if scheduler else 1
+    bar = tqdm(total=cfg.max_steps, desc="train_classifier" if cfg.noised else "train_judge",
+               disable=not accelerator.is_local_main_process, dynamic_ncols=True)
+    step, started, stop_reason = 0, time.perf_counter(), "max_steps"
+    model.train()
+    while step < cfg.max_steps and stop_reason == "max_steps":
+        for x0, target in loader:
+            t = sample_timesteps(cfg, n_steps, x0.shape[0], gen).to(x0.device)
+            x_t = scheduler.add_noise(x0, torch.randn(x0.shape, generator=gen).to(x0.device), t) if scheduler else x0
+            loss = loss_fn(model(x_t, t).float(), target)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * (1 - step / cfg.max_steps) if cfg.anneal_lr else cfg.lr
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if time.perf_counter() - started >= cfg.max_minutes * 60:
+                stop_reason = "max_minutes"
+            if step >= cfg.max_steps or stop_reason != "max_steps":
+                break
+    bar.close()
+    return step, stop_reason, (time.perf_counter() - started) / 60
+
+
+def bucket_ranges(n_steps: int, n_buckets: int) -> list[tuple[int, int]]:
+    """[lo, hi) ranges of t splitting [0, n_steps) into n_buckets nearly equal parts."""
+    edges = [round(i * n_steps / n_buckets) for i in range(n_buckets + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+@torch.no_grad()
+def evaluate(model: NoisyLitterClassifier, val: ImageSet, scheduler: DDPMScheduler | None,
+             cfg: ClassifierTrainConfig) -> dict:
+    """Per-class AP and accuracy (threshold 0.5) on val, per bucket of noise level t."""
+    names = list(val.class_names)
+    n_steps = scheduler.config.num_train_timesteps if scheduler else 1
+    ranges = bucket_ranges(n_steps, cfg.eval_buckets if scheduler else 1)
+    gen = torch.Generator().manual_seed(cfg.eval_seed)
+    device = next(model.parameters()).device
+    x0, target = to_model_range(val.images).to(device), val.targets.to(device).long()
+    buckets = []
+    for lo, hi in ranges:
+        t = torch.randint(lo, hi, (len(x0),), generator=gen).to(device)
+        x_t = scheduler.add_noise(x0, torch.randn(x0.shape, generator=gen).to(device), t) if scheduler else x0
+        logits = torch.cat([model(x_t[i:i + 256], t[i:i + 256]) for i in range(0, len(x0), 256)])
+        ap = MultilabelAveragePrecision(num_labels=len(names), average=None)(logits, target)
+        accuracy = ((logits > 0).long() == target).float().mean(dim=0)
+        buckets.append({
+            "t_range": [lo, hi - 1],
+            "ap": {n: None if math.isnan(v) else round(v, 4) for n, v in zip(names, ap.tolist())},
+            "accuracy": {n: round(v, 4) for n, v in zip(names, accuracy.tolist())},
+            "mean_accuracy": round(accuracy.mean().item(), 4),
+            "mAP": None if torch.isnan(ap).all() else round(ap.nanmean().item(), 4),
+        })
+    return {"class_names": names, "n_val_images": len(x0), "buckets": buckets}

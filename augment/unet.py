@@ -1,0 +1,186 @@
+"""ADM-style `UNet2DModel` and its noise schedule, built from the `unet` params section.
+
+Dhariwal & Nichol 2021 ("Diffusion Models Beat GANs", openai/guided-diffusion) in diffusers terms:
+
+    ADM                          diffusers
+    channel_mult * model_ch      block_out_channels (one width per resolution level)
+    num_res_blocks               layers_per_block
+    attention_resolutions        AttnDownBlock2D / AttnUpBlock2D at those feature-map sizes
+    num_head_channels            attention_head_dim (fixed channels per head)
+    resblock_updown              ResnetDownsampleBlock2D / ResnetUpsampleBlock2D, or
+                                 downsample_type = upsample_type = "resnet" in attention levels
+    use_scale_shift_norm (AdaGN) resnet_time_scale_shift = "scale_shift"
+    learn_sigma                  out_channels = 6, scheduler variance_type = "learned_range"
+    noise_schedule cosine        beta_schedule = "squaredcos_cap_v2"
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+from pipelines.stage import StageError
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """The UNet's (and the classifier encoder's) shape, one level per entry of block_out_channels."""
+
+    block_out_channels: tuple[int, ...] = (32, 64, 64)  # width per resolution level
+    layers_per_block: int = 1                 # res-blocks per level (ADM num_res_blocks)
+    attention_resolutions: tuple[int, ...] = (8,)  # feature-map sizes (px) with self-attention
+    attention_head_dim: int = 32              # channels per attention head (ADM num_head_channels)
+    dropout: float = 0.1
+    norm_num_groups: int = 16
+    resnet_time_scale_shift: str = "scale_shift"  # scale_shift (AdaGN) | default (additive)
+    resblock_updown: bool = True              # BigGAN-style res-block down/up-sampling
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    noise_schedule: str = "cosine"            # linear | cosine (squaredcos_cap_v2)
+    num_train_timesteps: int = 1000
+    learn_sigma: bool = False                 # 6 output channels + hybrid loss (improved DDPM)
+
+
+BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+
+
+def check_arch(arch: ArchConfig, image_size: int, where: str = "params.yaml: unet.model") -> None:
+    levels = len(arch.block_out_channels)
+    if image_size % 2 ** (levels - 1):
+        raise StageError(f"{where}: image size {image_size} is not divisible by 2^{levels - 1}")
+    for width in arch.block_out_channels:
+        if width % arch.norm_num_groups or width % arch.attention_head_dim:
+            raise StageError(
+                f"{where}: width {width} must be a multiple of norm_num_groups ({arch.norm_num_groups}) "
+                f"and attention_head_dim ({arch.attention_head_dim})"
+            )
+    if arch.resnet_time_scale_shift not in ("scale_shift", "default"):
+        raise StageError(f"{where}: resnet_time_scale_shift must be scale_shift or default")
+
+
+def level_resolutions(arch: ArchConfig, image_size: int) -> list[int]:
+    """Feature-map size (px) of each level, finest first."""
+    return [image_size // 2**i for i in range(len(arch.block_out_channels))]
+
+
+def down_block_types(arch: ArchConfig, image_size: int) -> tuple[str, ...]:
+    plain = "ResnetDownsampleBlock2D" if arch.resblock_updown else "DownBlock2D"
+    return tuple(
+        "AttnDownBlock2D" if res in arch.attention_resolutions else plain
+        for res in level_resolutions(arch, image_size)
+    )
+
+
+def up_block_types(arch: ArchConfig, image_size: int) -> tuple[str, ...]:
+    plain = "ResnetUpsampleBlock2D" if arch.resblock_updown else "UpBlock2D"
+    return tuple(
+        "AttnUpBlock2D" if res in arch.attention_resolutions else plain
+        for res in reversed(level_resolutions(arch, image_size))
+    )
+
+
+def build_unet(arch: ArchConfig, schedule: ScheduleConfig, image_size: int) -> UNet2DModel:
+    """A fresh ADM-style UNet2DModel predicting eps (and the variance interpolation v if learn_sigma)."""
+    check_arch(arch, image_size)
+    updown = "resnet" if arch.resblock_updown else "conv"
+    return UNet2DModel(
+        sample_size=image_size,
+        in_channels=3,
+        out_channels=6 if schedule.learn_sigma else 3,
+        down_block_types=down_block_types(arch, image_size),
+        up_block_types=up_block_types(arch, image_size),
+        block_out_channels=tuple(arch.block_out_channels),
+        layers_per_block=arch.layers_per_block,
+        attention_head_dim=arch.attention_head_dim,
+        add_attention=True,                    # the mid block always attends (ADM)
+        downsample_type=updown,
+        upsample_type=updown,
+        dropout=arch.dropout,
+        norm_num_groups=arch.norm_num_groups,
+        attn_norm_num_groups=arch.norm_num_groups,  # keep GroupNorm in the mid attention with AdaGN
+        resnet_time_scale_shift=arch.resnet_time_scale_shift,
+    )
+
+
+def build_scheduler(schedule: ScheduleConfig) -> DDPMScheduler:
+    if schedule.noise_schedule not in BETA_SCHEDULES:
+        raise StageError(
+            f"params.yaml: unet.schedule.noise_schedule: '{schedule.noise_schedule}' is not one of "
+            f"{', '.join(BETA_SCHEDULES)}"
+        )
+    return DDPMScheduler(
+        num_train_timesteps=schedule.num_train_timesteps,
+        beta_schedule=BETA_SCHEDULES[schedule.noise_schedule],
+        variance_type="learned_range" if schedule.learn_sigma else "fixed_small",
+        prediction_type="epsilon",
+        clip_sample=True,
+    )
+
+
+# Hybrid loss of improved DDPM (Nichol & Dhariwal 2021, eq. 16): L_hybrid = L_simple + lambda * L_vlb.
+# L_vlb = sum_t L_t, estimated as T * L_t at one uniform t; the mean of p_theta(x_{t-1} | x_t) uses a
+# stop-gradient eps so L_vlb trains only the variance interpolation v (model channels 3:6).
+
+
+def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) elementwise, in nats."""
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """log p(x) of 8-bit data x in [-1, 1] under a Gaussian discretised to bins of width 2/255 (nats)."""
+    inv_std = torch.exp(-log_scale)
+    cdf_plus = torch.special.ndtr(inv_std * (x - mean + 1.0 / 255))
+    cdf_min = torch.special.ndtr(inv_std * (x - mean - 1.0 / 255))
+    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
+    log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
+    log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
+    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
+
+
+def posterior(scheduler: DDPMScheduler, t: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample coefficients of q(x_{t-1} | x_t, x_0) = N(c0 x_0 + ct x_t, var), shaped [B, 1, 1, 1]."""
+    alpha_bar = scheduler.alphas_cumprod.to(t.device)
+    betas = scheduler.betas.to(t.device)
+    alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+    var = betas * (1 - alpha_bar_prev) / (1 - alpha_bar)
+    log_var_clipped = torch.log(torch.cat([var[1:2], var[1:]]))  # var[0] = 0: use var[1] (ADM)
+    coefs = {
+        "alpha_bar": alpha_bar, "c0": betas * alpha_bar_prev.sqrt() / (1 - alpha_bar),
+        "ct": (1 - alpha_bar_prev) * (1 - betas).sqrt() / (1 - alpha_bar),
+        "log_var": log_var_clipped, "log_beta": torch.log(betas),
+    }
+    return {k: v[t].float().view(-1, 1, 1, 1) for k, v in coefs.items()}
+
+
+def vlb_terms(scheduler: DDPMScheduler, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+              eps: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """L_t per sample [B] in bits/dim: KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) for t > 0, and the
+    decoder NLL -log p(x_0 | x_1) at t = 0. eps: predicted noise (detach it for the hybrid loss);
+    v in [-1, 1]: log Sigma = (v+1)/2 log beta_t + (1-v)/2 log beta~_t (diffusers `learned_range`)."""
+    c = posterior(scheduler, t)
+    frac = (v.float() + 1) / 2
+    model_log_var = frac * c["log_beta"] + (1 - frac) * c["log_var"]
+    x0_pred = (x_t - (1 - c["alpha_bar"]).sqrt() * eps) / c["alpha_bar"].sqrt()
+    model_mean = c["c0"] * x0_pred + c["ct"] * x_t
+    true_mean = c["c0"] * x0 + c["ct"] * x_t
+    kl = normal_kl(true_mean, c["log_var"], model_mean, model_log_var).mean(dim=(1, 2, 3))
+    nll = -discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_log_var).mean(dim=(1, 2, 3))
+    return torch.where(t == 0, nll, kl) / math.log(2.0)
+
+
+def diffusion_loss(scheduler: DDPMScheduler, model_output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor,
+                   t: torch.Tensor, noise: torch.Tensor, vlb_weight: float = 0.001) -> torch.Tensor:
+    """L_simple = ||eps - eps_theta||^2 (3 output channels), or L_hybrid = L_simple +
+    vlb_weight * T * L_t with learned variance (6 channels: eps, v)."""
+    eps = model_output[:, :3].float()
+    loss = torch.nn.functional.mse_loss(eps, noise)
+    if model_output.shape[1] == 6:
+        n_steps = scheduler.config.num_train_timesteps
+        loss = loss + vlb_weight * n_steps * vlb_terms(scheduler, x0, x_t, t, eps.detach(), model_output[:, 3:]).mean()
+    return loss

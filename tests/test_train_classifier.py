@@ -1,0 +1,79 @@
+"""augment/train_classifier.py + the train_classifier / train_judge stages, end to end on 16-px images."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from augment.classifier import load_classifier
+from augment.train_classifier import bucket_ranges
+from augment.unet import ScheduleConfig, build_scheduler
+from pipelines import train_classifier, train_judge
+from pipelines.stage import run_stage
+
+MODEL = {"block_out_channels": [16, 32], "attention_resolutions": [8], "attention_head_dim": 8,
+         "norm_num_groups": 8, "dropout": 0.0}
+
+
+def write_params(tmp_path, **overrides):
+    common = {"model": MODEL, "batch_size": 8, "max_steps": 4, "mixed_precision": "no"}
+    params = {"classifier": {**common, "eval_buckets": 5},
+              "judge": {**common, "seed": 9, "noised": False, "eval_buckets": 1, "pool": "adaptive"}}
+    for name, values in overrides.items():
+        params[name].update(values)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_bucket_ranges_cover_all_timesteps():
+    ranges = bucket_ranges(1000, 5)
+    assert ranges[0][0] == 0 and ranges[-1][1] == 1000 and len(ranges) == 5
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+
+
+@pytest.mark.slow
+def test_classifier_stage_reports_per_class_metrics_per_noise_bucket(tiny_prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    build_scheduler(ScheduleConfig(num_train_timesteps=200)).save_pretrained(tmp_path / "models/unet/scheduler")
+    write_params(tmp_path)
+    train_classifier.main([])
+    report = json.loads((tmp_path / "reports/classifier.json").read_text())
+    names = ["bottle", "can", "paper"]
+    assert report["class_names"] == names and report["steps"] == 4
+    assert [b["t_range"] for b in report["buckets"]] == [[0, 39], [40, 79], [80, 119], [120, 159], [160, 199]]
+    for bucket in report["buckets"]:
+        assert set(bucket["ap"]) == set(bucket["accuracy"]) == set(names)
+        assert all(0.0 <= v <= 1.0 for v in [*bucket["ap"].values(), *bucket["accuracy"].values()])
+        assert 0.0 <= bucket["mean_accuracy"] <= 1.0
+    model = load_classifier(tmp_path / "models/classifier")
+    assert model.config.num_train_timesteps == 200 and model.class_names == names
+    assert json.loads((tmp_path / "models/classifier/params.json").read_text())["classifier"]["noised"] is True
+
+
+@pytest.mark.slow
+def test_judge_stage_trains_clean_and_independently(tiny_prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    train_judge.main([])  # needs no UNet scheduler
+    report = json.loads((tmp_path / "reports/judge.json").read_text())
+    assert [b["t_range"] for b in report["buckets"]] == [[0, 0]]
+    judge = load_classifier(tmp_path / "models/judge")
+    assert judge.config.pool == "adaptive"
+    params = json.loads((tmp_path / "models/judge/params.json").read_text())["judge"]
+    assert params["noised"] is False and params["seed"] == 9
+
+
+def test_judge_with_noise_is_refused(tiny_prepared, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, judge={"noised": True})
+    assert run_stage(train_judge.main, []) == 2
+    assert "judge.noised: must be False" in capsys.readouterr().err
+    assert not (tmp_path / "models/judge").exists()
+
+
+def test_classifier_without_unet_schedule_fails_with_one_line(tiny_prepared, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    assert run_stage(train_classifier.main, []) == 2
+    assert "noise schedule not found; run train_unet first" in capsys.readouterr().err

@@ -1,0 +1,98 @@
+"""augment/train_unet.py + pipelines/train_unet.py: resume, EMA, wall-clock stop, outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from diffusers import DDPMScheduler, UNet2DModel
+
+from augment.train_unet import UNetTrainConfig, train_unet, write_unet_outputs
+from augment.unet import ArchConfig, ScheduleConfig
+from pipelines import train_unet as stage
+
+TINY = UNetTrainConfig(
+    seed=3,
+    model=ArchConfig(block_out_channels=(16, 32), attention_resolutions=(8,), attention_head_dim=8,
+                     dropout=0.1, norm_num_groups=8),
+    schedule=ScheduleConfig(learn_sigma=True),
+    batch_size=4, grad_accum=2, lr=1e-3, warmup_steps=2, mixed_precision="no",
+    max_steps=6, max_minutes=10.0, checkpoint_every=2, log_every=1, n_samples=4, sample_steps=3,
+)
+
+
+def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_uninterrupted_run(tiny_prepared, tmp_path):
+    straight = train_unet(TINY, tiny_prepared, tmp_path / "ckpt_a")
+    first = train_unet(dataclasses.replace(TINY, max_steps=3), tiny_prepared, tmp_path / "ckpt_b")
+    assert first.summary["steps"] == 3
+    resumed = train_unet(TINY, tiny_prepared, tmp_path / "ckpt_b")
+    assert resumed.summary["resumed_from"].name == "step_00000003"
+    assert resumed.summary["steps"] == straight.summary["steps"] == 6
+    for a, b in [(straight.raw_unet, resumed.raw_unet), (straight.ema_unet, resumed.ema_unet)]:
+        sa, sb = state(a), state(b)
+        assert all(torch.allclose(sa[k], sb[k], atol=1e-6) for k in sa)
+    columns = ["step", "loss", "lr"]
+    pd.testing.assert_frame_equal(straight.loss_log[columns], resumed.loss_log[columns])
+    assert sorted(p.name for p in (tmp_path / "ckpt_b").iterdir()) == ["step_00000004", "step_00000006"]
+
+
+@pytest.mark.slow
+def test_saved_model_holds_ema_weights_not_raw(tiny_prepared, tmp_path):
+    result = train_unet(TINY, tiny_prepared, tmp_path / "ckpt")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "report").mkdir()
+    write_unet_outputs(result, TINY, tmp_path / "model", tmp_path / "report")
+    saved = state(UNet2DModel.from_pretrained(tmp_path / "model"))
+    ema, raw = state(result.ema_unet), state(result.raw_unet)
+    assert all(torch.equal(saved[k], ema[k]) for k in saved)
+    assert any(not torch.allclose(ema[k], raw[k]) for k in ema if ema[k].is_floating_point())
+    assert DDPMScheduler.from_pretrained(tmp_path / "model" / "scheduler").config.variance_type == "learned_range"
+
+
+def test_wall_clock_budget_stops_and_is_recorded(tiny_prepared, tmp_path):
+    cfg = dataclasses.replace(TINY, max_minutes=0.0, grad_accum=1, schedule=ScheduleConfig())
+    result = train_unet(cfg, tiny_prepared, tmp_path / "ckpt")
+    assert result.summary["steps"] == 1 and result.summary["stop_reason"] == "max_minutes"
+
+
+def test_checkpoints_of_other_settings_are_not_resumed(tiny_prepared, tmp_path):
+    cfg = dataclasses.replace(TINY, max_steps=2, grad_accum=1, schedule=ScheduleConfig())
+    train_unet(cfg, tiny_prepared, tmp_path / "ckpt")
+    other = train_unet(dataclasses.replace(cfg, lr=5e-4), tiny_prepared, tmp_path / "ckpt")
+    assert other.summary["resumed_from"] is None and other.summary["steps"] == 2
+
+
+@pytest.mark.slow
+def test_stage_main_writes_model_samples_and_loss_plot(tiny_prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    section = {"seed": 0, "model": {"block_out_channels": [16, 32], "attention_resolutions": [8],
+                                    "attention_head_dim": 8, "norm_num_groups": 8},
+               "batch_size": 4, "max_steps": 3, "log_every": 1, "mixed_precision": "auto",
+               "n_samples": 4, "sample_steps": 2}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"unet": section}))
+    stage.main([])
+    model_dir = tmp_path / "models" / "unet"
+    assert {"config.json", "diffusion_pytorch_model.safetensors", "scheduler", "params.json", "samples.png"} <= {
+        p.name for p in model_dir.iterdir()}
+    params = json.loads((model_dir / "params.json").read_text())
+    assert params["training"]["steps"] == 3 and params["training"]["stop_reason"] == "max_steps"
+    log = pd.read_csv(tmp_path / "reports" / "unet" / "loss.csv")
+    assert list(log.columns) == ["step", "loss", "lr", "images_per_s"] and list(log["step"]) == [1, 2, 3]
+    assert UNet2DModel.from_pretrained(model_dir).config.sample_size == 16
+
+
+def test_unknown_param_fails_with_one_line(tiny_prepared, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"unet": {"batchsize": 4}}))
+    from pipelines.stage import run_stage
+    assert run_stage(stage.main, []) == 2
+    assert "unet: unknown key(s) batchsize" in capsys.readouterr().err

@@ -1,8 +1,11 @@
-"""Stage `pseudo_label`: the baseline detector labels the synthetic images; keep policy + report.
+"""Stages `pseudo_label` and `pseudo_label_tagged`: the baseline detector boxes an image pool.
 
-Reads `data/synthetic/` (generate), `models/yolo/baseline/best.pt`, class names from
-`data/prepared/data.yaml`; writes `data/pseudo/synthetic/` (images/, labels/, manifest.csv,
-params.json) and `reports/pseudo_label.json`. Params: `pseudo_label`, `yolo.train.imgsz`.
+`--pool synthetic` (stage `pseudo_label`): the generated images of `data/synthetic/`, kept when a
+box of their target class is found; writes `data/pseudo/synthetic/` + `reports/pseudo_label.json`.
+`--pool tagged` (stage `pseudo_label_tagged`, the self-training control): the real `tagged` split
+of `data/prepared/`, checked against its image-level tags; writes `data/pseudo/tagged/` +
+`reports/pseudo_label_tagged.json`. Both read `models/yolo/baseline/best.pt` and the params
+`pseudo_label` and `yolo.train.imgsz`; each output holds images/, labels/, manifest.csv, params.json.
 """
 
 from __future__ import annotations
@@ -11,30 +14,35 @@ import argparse
 import sys
 
 from detection import pseudo_label
+from detection.prepared import class_names, load_manifest
 from detection.yolo import YoloParams
-from detection.prepared import class_names
 from pipelines.stage import atomic_dir, read_params, run_stage, section, write_json
 
 PREPARED = "data/prepared"
 SYNTHETIC = "data/synthetic"
 WEIGHTS = "models/yolo/baseline/best.pt"
-OUT = "data/pseudo/synthetic"
-REPORT = "reports/pseudo_label.json"
+OUTPUTS = {"synthetic": ("data/pseudo/synthetic", "reports/pseudo_label.json"),
+           "tagged": ("data/pseudo/tagged", "reports/pseudo_label_tagged.json")}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--pool", choices=sorted(OUTPUTS), default="synthetic")
     args = parser.parse_args(argv)
     params = read_params(args.params)
     settings = section(pseudo_label.PseudoLabelSettings, "pseudo_label", params)
     imgsz = section(YoloParams, "yolo", params).train.imgsz
     names = class_names(PREPARED)
-    pool = pseudo_label.synthetic_pool(SYNTHETIC, names, settings.require_target)
-    with atomic_dir(OUT) as out_dir:
+    if args.pool == "synthetic":
+        pool = pseudo_label.synthetic_pool(SYNTHETIC, names, settings.require_target)
+    else:
+        pool = pseudo_label.tagged_pool(load_manifest(PREPARED, ("tagged",)), names)
+    out, report = OUTPUTS[args.pool]
+    with atomic_dir(out) as out_dir:
         result = pseudo_label.run(pool, WEIGHTS, settings, imgsz, names, out_dir)
         write_json(out_dir / "params.json", {"pseudo_label": settings, "imgsz": imgsz, "weights": WEIGHTS})
-        write_json(REPORT, result)
+        write_json(report, result)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from detection.prepared import load_manifest, read_yolo_labels
 from detection.pseudo_label import (PoolImage, cap_background, decide, predict_tta, synthetic_pool, tagged_pool)
 from detection.yolo import Detections, PredictSettings
 from detection_support import make_synthetic, write_params
-from pipelines import pseudo_label, pseudo_label_tagged, train_yolo
+from pipelines import pseudo_label, train_yolo
 from pipelines.stage import StageError
 
 NAMES = ["bottle", "can", "paper"]
@@ -138,7 +138,7 @@ def test_pseudo_label_stages_end_to_end(trained, monkeypatch):
     assert set(report["per_group"]) == set(NAMES) and report["total"]["images"] == 9
     assert report["total"]["kept"] > 0  # conf 1e-4 with require_target off: the untrained net's boxes pass
     assert json.loads((root / "data/pseudo/synthetic/params.json").read_text())["imgsz"] == 32
-    pseudo_label_tagged.main([])
+    pseudo_label.main(["--pool", "tagged"])
     report, manifest = check_layout(root, "data/pseudo/tagged", "reports/pseudo_label_tagged.json")
     assert report["total"]["images"] == 8
     tags = load_manifest(root / "data" / "prepared", ("tagged",)).set_index("image_id")["tags"]

@@ -1,0 +1,191 @@
+"""Classifier-guided samplers on diffusers schedulers (Dhariwal & Nichol 2021, Algorithms 1 and 2).
+
+Paper symbol -> code:
+
+    x_t                          x, [B, 3, H, W]
+    eps_theta(x_t, t)            eps = unet(x, t).sample[:, :3]; a 6-channel UNet (improved DDPM,
+                                 `variance_type="learned_range"`) puts the variance interpolation v
+                                 in channels 3:6
+    alpha_bar_t                  scheduler.alphas_cumprod[t]
+    x_0 (predicted)              pred_original_sample inside the scheduler's step (clipped when
+                                 the scheduler's `clip_sample` is on)
+    mu, Sigma_t                  mean and variance of p(x_{t-1} | x_t) (DDPMScheduler.step)
+    s * grad log p(y | x_t, t)   g = cond_fn(x, t, y) (`augment.guidance`)
+
+Algorithm 1 (`ddpm`): x_{t-1} ~ N(mu + Sigma_t g, Sigma_t). `DDPMScheduler.step` returns
+mu + sqrt(Sigma_t) z, and z enters additively, so step(...) + Sigma_t g is exactly a draw from the
+shifted Gaussian with the same z. That is guided-diffusion's `condition_mean` (which also shifts
+the mean after x_0 is clipped), without re-deriving mu. Sigma_t is the variance the scheduler
+draws its noise with: fixed (beta-tilde or beta) or the model's learned one.
+
+Algorithm 2 (`ddim`, `dpm_solver_pp`): eps_hat = eps - sqrt(1 - alpha_bar_t) g, then the
+scheduler's step on eps_hat (`DDIMScheduler` with eta, or
+`DPMSolverMultistepScheduler(algorithm_type="dpmsolver++")`), both built `from_config` of the
+trained DDPM scheduler.
+
+Every image draws its noise (x_T and each step's z) from its own CPU `torch.Generator`, so an
+image depends only on its generator's seed and not on the batch it is rendered in.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+
+from augment.guidance import CondFn
+from pipelines.stage import StageError
+
+LEARNED_VARIANCE = ("learned", "learned_range")
+
+
+def ddpm(
+    unet: UNet2DModel,
+    scheduler: DDPMScheduler,
+    generator: Sequence[torch.Generator],
+    *,
+    steps: int,
+    cond_fn: CondFn | None = None,
+    target: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """ADM Algorithm 1, classifier-guided ancestral sampling: x_0 [B, 3, H, W], B = len(generator)."""
+    scheduler = fresh_scheduler(DDPMScheduler, scheduler, steps)
+    x = initial_noise(unet, scheduler, generator)
+    for t in scheduler.timesteps:
+        x = guided_ddpm_step(unet, scheduler, x, t, generator, cond_fn, target)
+    return x
+
+
+def ddim(
+    unet: UNet2DModel,
+    scheduler: DDPMScheduler,
+    generator: Sequence[torch.Generator],
+    *,
+    steps: int,
+    cond_fn: CondFn | None = None,
+    target: torch.Tensor | None = None,
+    eta: float = 0.0,
+) -> torch.Tensor:
+    """ADM Algorithm 2, classifier-guided DDIM (eta = 0: deterministic given x_T)."""
+    scheduler = fresh_scheduler(DDIMScheduler, scheduler, steps)
+    x = initial_noise(unet, scheduler, generator)
+    for t in scheduler.timesteps:
+        x = guided_eps_step(unet, scheduler, x, t, cond_fn, target, eta=eta, generator=generator)
+    return x
+
+
+def dpm_solver_pp(
+    unet: UNet2DModel,
+    scheduler: DDPMScheduler,
+    generator: Sequence[torch.Generator],
+    *,
+    steps: int,
+    cond_fn: CondFn | None = None,
+    target: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """ADM Algorithm 2's eps shift under DPM-Solver++ (multistep, 2nd order; Lu et al. 2022)."""
+    scheduler = fresh_scheduler(DPMSolverMultistepScheduler, scheduler, steps, algorithm_type="dpmsolver++")
+    x = initial_noise(unet, scheduler, generator)
+    for t in scheduler.timesteps:
+        x = guided_eps_step(unet, scheduler, x, t, cond_fn, target)
+    return x
+
+
+SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "dpmsolver++": dpm_solver_pp}
+
+
+def sample(name: str, unet: UNet2DModel, scheduler: DDPMScheduler, generator: Sequence[torch.Generator],
+           *, steps: int, cond_fn: CondFn | None = None, target: torch.Tensor | None = None,
+           eta: float = 0.0) -> torch.Tensor:
+    """Run sampler `name` (ddpm | ddim | dpmsolver++); eta is DDIM's and must be 0 for the others."""
+    if name not in SAMPLERS:
+        raise StageError(f"params.yaml: generate.sampler: '{name}' is not one of {', '.join(SAMPLERS)}")
+    if eta and name != "ddim":
+        raise StageError(f"params.yaml: generate.eta: {eta} is only used by ddim; set it to 0 for {name}")
+    check_model_pair(unet, scheduler)
+    kwargs = {"eta": eta} if name == "ddim" else {}
+    return SAMPLERS[name](unet, scheduler, generator, steps=steps, cond_fn=cond_fn, target=target, **kwargs)
+
+
+@torch.no_grad()
+def guided_ddpm_step(unet: UNet2DModel, scheduler: DDPMScheduler, x: torch.Tensor, t: torch.Tensor,
+                     generator: Sequence[torch.Generator], cond_fn: CondFn | None,
+                     target: torch.Tensor | None) -> torch.Tensor:
+    """One step of Algorithm 1: x_{t-1} = mu + sqrt(Sigma_t) z + Sigma_t g."""
+    model_output = unet_output(unet, x, t)  # [B, 3 or 6, H, W]
+    x_prev = scheduler.step(model_output, t, x, generator=list(generator)).prev_sample
+    if cond_fn is None:
+        return x_prev
+    return x_prev + ddpm_variance(scheduler, t, model_output) * cond_fn(x, batch_timesteps(t, x), target)
+
+
+@torch.no_grad()
+def guided_eps_step(unet: UNet2DModel, scheduler: SchedulerMixin, x: torch.Tensor, t: torch.Tensor,
+                    cond_fn: CondFn | None, target: torch.Tensor | None, **step_kwargs) -> torch.Tensor:
+    """One step of Algorithm 2: eps_hat = eps - sqrt(1 - alpha_bar_t) g, then scheduler.step(eps_hat)."""
+    eps = unet_output(unet, x, t)[:, :3]
+    if cond_fn is not None:
+        sigma_t = (1 - scheduler.alphas_cumprod[t]).sqrt().to(x.device)
+        eps = eps - sigma_t * cond_fn(x, batch_timesteps(t, x), target)
+    if "generator" in step_kwargs:
+        step_kwargs["generator"] = list(step_kwargs["generator"])
+    return scheduler.step(eps, t, x, **step_kwargs).prev_sample
+
+
+def ddpm_variance(scheduler: DDPMScheduler, t: torch.Tensor, model_output: torch.Tensor) -> torch.Tensor:
+    """Sigma_t, the variance DDPMScheduler.step draws x_{t-1} with (scalar, or [B, 3, H, W] if learned).
+
+    The scheduler's `_get_variance` returns a variance, a std or a log-variance depending on
+    `variance_type` (mirroring how its `step` uses it); this turns each into the variance.
+    """
+    kind = scheduler.config.variance_type
+    predicted = model_output[:, 3:] if kind in LEARNED_VARIANCE else None
+    value = scheduler._get_variance(t, predicted_variance=predicted)
+    if kind == "fixed_small_log":
+        return value**2
+    if kind in ("fixed_large_log", "learned_range"):
+        return value.exp()
+    return value  # fixed_small, fixed_large (variances) and learned (the model's variance)
+
+
+def fresh_scheduler(cls: type[SchedulerMixin], trained: DDPMScheduler, steps: int, **overrides) -> SchedulerMixin:
+    """A new `cls` built from the trained DDPM scheduler's config, with `steps` inference timesteps."""
+    if steps < 1 or steps > trained.config.num_train_timesteps:
+        raise StageError(f"params.yaml: generate.steps: {steps} is not in 1..{trained.config.num_train_timesteps}")
+    scheduler = cls.from_config(trained.config, **overrides)
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
+def initial_noise(unet: UNet2DModel, scheduler: SchedulerMixin, generator: Sequence[torch.Generator]) -> torch.Tensor:
+    """x_T [B, C, H, W], one image per generator, fp32 on the UNet's device."""
+    size = unet.config.sample_size
+    height, width = (size, size) if isinstance(size, int) else size
+    shape = (len(generator), unet.config.in_channels, height, width)
+    noise = randn_tensor(shape, generator=list(generator), device=unet.device, dtype=torch.float32)
+    return noise * scheduler.init_noise_sigma
+
+
+def unet_output(unet: UNet2DModel, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return unet(x.to(unet.dtype), t).sample.float()
+
+
+def batch_timesteps(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The step's timestep as a LongTensor [B] on x's device (what the classifier takes)."""
+    return torch.as_tensor(t, device=x.device).long().reshape(1).expand(x.shape[0])
+
+
+def check_model_pair(unet: UNet2DModel, scheduler: DDPMScheduler) -> None:
+    """The UNet predicts eps (and v iff the scheduler's variance is learned)."""
+    where = "models/unet/scheduler"
+    if scheduler.config.prediction_type != "epsilon":
+        raise StageError(f"{where}: prediction_type '{scheduler.config.prediction_type}' is not epsilon; "
+                         "classifier guidance here needs an eps-prediction UNet")
+    learned = scheduler.config.variance_type in LEARNED_VARIANCE
+    expected = 2 * unet.config.in_channels if learned else unet.config.in_channels
+    if unet.config.out_channels != expected:
+        raise StageError(f"{where}: variance_type '{scheduler.config.variance_type}' needs a UNet with "
+                         f"{expected} output channels, got {unet.config.out_channels}")

@@ -1,0 +1,141 @@
+"""Stage generate: quotas, the image plan, sharding, and the stage end to end on tiny saved models."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import TINY_CLASSES, TINY_SIZE
+from PIL import Image
+from test_guidance import tiny_noisy_classifier
+from test_samplers import tiny_unet, trained_scheduler
+
+from augment.generate import (MANIFEST_COLUMNS, GenerateSettings, load_models, plan_batches, plan_images,
+                              plan_quota, render_shard)
+from detection.prepared import load_manifest
+from pipelines import generate as stage
+from pipelines.stage import StageError, section
+
+# A large scale: the tiny random classifier's gradients are weak, and the stage must show their effect.
+TINY_GENERATE = {"sampler": "ddim", "steps": 2, "guidance_scale": 1000.0, "eta": 0.0, "seed": 3, "batch_size": 2,
+                 "quota": "balance", "balance_factor": 1.0, "min_per_class": 1, "control_per_class": 1}
+
+
+def write_tiny_models(root: Path, judge_names=TINY_CLASSES) -> None:
+    unet_dir = root / "models" / "unet"
+    tiny_unet().save_pretrained(unet_dir)
+    trained_scheduler().save_pretrained(unet_dir / "scheduler")
+    tiny_noisy_classifier(TINY_CLASSES, TINY_SIZE, seed=1).save(root / "models" / "classifier")
+    tiny_noisy_classifier(judge_names, TINY_SIZE, seed=2).save(root / "models" / "judge")
+
+
+@pytest.fixture
+def stage_dir(tiny_prepared, tmp_path, monkeypatch) -> Path:
+    write_tiny_models(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"generate": TINY_GENERATE}))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def settings(**overrides) -> GenerateSettings:
+    return GenerateSettings(**{**TINY_GENERATE, **overrides})
+
+
+def test_balance_quota_tops_classes_up_to_factor_times_the_commonest(tiny_prepared):
+    tags = load_manifest(tiny_prepared, ("train",))["tags"]  # train counts: bottle 3, can 4, paper 2
+    assert plan_quota(settings(balance_factor=1.5, min_per_class=0), TINY_CLASSES, tags) == \
+        {"bottle": 3, "can": 2, "paper": 4}  # ceil(1.5 * 4) - n_c
+    assert plan_quota(settings(balance_factor=1.0, min_per_class=1), TINY_CLASSES, tags) == \
+        {"bottle": 1, "can": 1, "paper": 2}
+    assert plan_quota(settings(min_per_class=0), TINY_CLASSES, [("can", "can"), ()]) == \
+        {"bottle": 1, "can": 0, "paper": 1}  # a class counts once per image
+
+
+def test_explicit_quota_and_unknown_class():
+    assert plan_quota(settings(quota={"can": 4}), TINY_CLASSES, []) == {"bottle": 0, "can": 4, "paper": 0}
+    with pytest.raises(StageError, match="unknown class.*glass"):
+        plan_quota(settings(quota={"glass": 1}), TINY_CLASSES, [])
+
+
+def test_plan_controls_reuse_the_guided_seeds_and_seeds_ignore_other_quotas():
+    jobs = plan_images({"bottle": 3, "can": 1, "paper": 0}, TINY_CLASSES, settings(control_per_class=2))
+    assert [j.image_id for j in jobs] == ["bottle_00000", "bottle_00001", "bottle_00002", "can_00000",
+                                          "control_bottle_00000", "control_bottle_00001", "control_can_00000"]
+    assert [j.index for j in jobs] == list(range(7))
+    by_id = {j.image_id: j for j in jobs}
+    for control in (j for j in jobs if not j.guided):
+        twin = by_id[control.image_id.removeprefix("control_")]
+        assert (control.seed, control.target) == (twin.seed, twin.target)
+    assert len({j.seed for j in jobs if j.guided}) == 4
+    other = plan_images({"bottle": 1, "can": 1, "paper": 0}, TINY_CLASSES, settings())
+    assert other[1].seed == by_id["can_00000"].seed
+    assert [len(b) for b in plan_batches(jobs, 3)] == [3, 1, 3]  # guided and controls never share a batch
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"temperature": 1}, "unknown key"),
+    ({"sampler": "ddpm", "eta": 0.5}, "only used by ddim"),
+    ({"quota": "equal"}, "neither 'balance' nor a mapping"),
+    ({"sampler": "heun"}, "not one of ddpm, ddim, dpmsolver"),
+])
+def test_bad_settings_fail_with_one_line(values, message):
+    with pytest.raises(StageError, match=f"params.yaml: generate: .*{message}"):
+        section(GenerateSettings, "generate", {"generate": values})
+
+
+@pytest.mark.slow
+def test_stage_writes_images_manifest_controls_and_report(stage_dir, capsys):
+    assert stage.main([]) == 0
+    manifest = pd.read_csv(stage_dir / "data/synthetic/manifest.csv", keep_default_na=False)
+    assert tuple(manifest.columns) == MANIFEST_COLUMNS
+    assert manifest["target"].tolist() == ["bottle", "can", "paper", "paper"]  # quota 1, 1, 2
+    assert set(manifest["guidance_scale"]) == {1000.0} and set(manifest["sampler"]) == {"ddim"}
+    assert manifest["target_prob"].between(0, 1).all() and manifest["judge_prob"].between(0, 1).all()
+    pngs = sorted(p.name for p in (stage_dir / "data/synthetic/images").glob("*.png"))
+    assert pngs == sorted(Path(p).name for p in manifest["path"])
+    image = Image.open(stage_dir / "data/synthetic" / manifest["path"][0])
+    assert image.size == (TINY_SIZE, TINY_SIZE) and image.mode == "RGB"
+
+    control = pd.read_csv(stage_dir / "data/synthetic/control/manifest.csv", keep_default_na=False)
+    assert control["target"].tolist() == TINY_CLASSES and set(control["guidance_scale"]) == {0.0}
+    assert control["seed"].tolist() == manifest.drop_duplicates("target")["seed"].tolist()
+    assert all((stage_dir / "data/synthetic/control" / p).is_file() for p in control["path"])
+
+    report = json.loads((stage_dir / "reports/generation.json").read_text())
+    assert report["quota"] == {"bottle": 1, "can": 1, "paper": 2}
+    assert report["overall"]["guided"]["n"] == 4 and report["overall"]["control"]["n"] == 3
+    assert report["per_class"]["paper"]["guided_paired"]["n"] == 1
+    for groups in [report["overall"], *report["per_class"].values()]:
+        for rates in groups.values():
+            assert 0 <= rates["hit_rate"] <= 1 and 0 <= rates["mean_judge_prob"] <= 1
+    assert report["settings"]["guidance_scale"] == 1000.0
+    assert report["overall"]["guided_paired"]["mean_target_prob"] > report["overall"]["control"]["mean_target_prob"]
+    assert json.loads((stage_dir / "data/synthetic/images/params.json").read_text())["quota"] == report["quota"]
+    assert not list((stage_dir / "data/synthetic").glob(".*.tmp"))
+    assert "generated 4 guided + 3 control images" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_two_shards_equal_the_single_process_output(stage_dir):
+    models = load_models(Path("models/unet"), Path("models/classifier"), Path("models/judge"), TINY_CLASSES)
+    config = settings(batch_size=1, sampler="dpmsolver++")
+    jobs = plan_images({"bottle": 2, "can": 1, "paper": 0}, TINY_CLASSES, config)
+    single = render_shard(models, config, jobs, stage_dir / "one", stage_dir / "one_control")
+    shards = [render_shard(models, config, jobs, stage_dir / "two", stage_dir / "two_control", k, 2) for k in (0, 1)]
+    assert {r.job.index for r in shards[0]}.isdisjoint({r.job.index for r in shards[1]})
+    assert sorted(shards[0] + shards[1], key=lambda r: r.job.index) == single
+    for one, two in (("one", "two"), ("one_control", "two_control")):
+        files = sorted(p.relative_to(stage_dir / one) for p in (stage_dir / one).rglob("*.png"))
+        assert files and files == sorted(p.relative_to(stage_dir / two) for p in (stage_dir / two).rglob("*.png"))
+        assert all((stage_dir / one / f).read_bytes() == (stage_dir / two / f).read_bytes() for f in files)
+
+
+def test_mismatched_judge_stops_the_stage_with_one_line(tiny_prepared, tmp_path, monkeypatch, capsys):
+    write_tiny_models(tmp_path, judge_names=["bottle", "can", "glass"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"generate": TINY_GENERATE}))
+    monkeypatch.chdir(tmp_path)
+    assert stage.main([]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: models/judge: class names") and "\n" not in err
+    assert not (tmp_path / "data/synthetic").exists()

@@ -85,8 +85,11 @@ def ultralytics_offline() -> ModuleType:
             if not (user_dir / name).exists():
                 shutil.copyfile(font, user_dir / name)
     import ultralytics
-    from ultralytics.utils import SETTINGS
+    from ultralytics.utils import SETTINGS, patches
 
+    # ultralytics wraps PIL.Image.open process-wide so that an unidentifiable image triggers a
+    # pip install of pi-heif; marking its plugins as registered keeps plain PIL behaviour.
+    patches._pil_plugins_registered = True
     stale = {k: v for k, v in OFFLINE_SETTINGS.items() if k in SETTINGS and SETTINGS[k] != v}
     if stale:
         SETTINGS.update(stale)

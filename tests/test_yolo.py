@@ -92,3 +92,14 @@ def test_stage_fails_with_one_line_without_prepared_data(tmp_path, monkeypatch, 
     assert run_stage(train_yolo.main, ["--variant", "baseline"]) == 2
     assert "data/prepared/data.yaml: not found" in capsys.readouterr().err
     assert not (tmp_path / "models" / "yolo" / "baseline").exists()
+
+
+def test_importing_ultralytics_leaves_pil_errors_alone(tmp_path):
+    from PIL import Image, UnidentifiedImageError
+
+    from detection.yolo import ultralytics_offline
+
+    ultralytics_offline()
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(tmp_path / "bad.png")

@@ -132,5 +132,5 @@ def load_classifier(path: Path | str, device: str | torch.device = "cpu") -> Noi
         raise StageError(f"{path}: missing {CONFIG_NAME} or {WEIGHTS_NAME}; train the classifier first")
     config = from_dict(ClassifierConfig, json.loads(config_file.read_text()), where=str(config_file))
     model = NoisyLitterClassifier(config)
-    model.load_state_dict(load_file(str(weights_file), device=str(device)))
+    model.load_state_dict(load_file(str(weights_file)))  # to CPU first: safetensors rejects 'cpu:0'
     return model.to(device).eval()

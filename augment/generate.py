@@ -22,8 +22,6 @@ Hit rate: the judge (a clean-image classifier that did not guide) scores each im
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +38,7 @@ from tqdm.auto import tqdm
 from augment.classifier import load_classifier
 from augment.guidance import classifier_guidance, prob_present
 from augment.samplers import SAMPLERS, check_model_pair, sample
-from pipelines.stage import StageError, write_json
+from pipelines.stage import StageError, write_csv, write_json
 
 MANIFEST_COLUMNS = ("image_id", "path", "target", "guidance_scale", "sampler", "steps", "seed",
                     "target_prob", "judge_prob")
@@ -53,7 +51,7 @@ class GenerateSettings:
 
     sampler: str = "ddim"                  # ddpm | ddim | dpmsolver++
     steps: int = 25                        # inference timesteps
-    guidance_scale: float = 5.0            # s in s * grad log p(y | x_t)
+    guidance_scale: float = 100.0          # s in s * grad log p(y | x_t); tune per classifier
     eta: float = 0.0                       # DDIM noise (0: deterministic); ddim only
     seed: int = 0
     batch_size: int = 16                   # images per forward pass (does not change the images)
@@ -140,7 +138,6 @@ def load_models(unet_dir: Path, classifier_dir: Path, judge_dir: Path, class_nam
                 device: torch.device | str = "cpu") -> Models:
     """The trained UNet + scheduler, guidance classifier and judge, checked against each other."""
     device = torch.device(device)
-    device = torch.device("cpu") if device.type == "cpu" else device  # safetensors rejects "cpu:0"
     for path in (unet_dir / "config.json", unet_dir / "scheduler" / "scheduler_config.json"):
         if not path.is_file():
             raise StageError(f"{path}: not found; run the train_unet stage first")
@@ -221,15 +218,6 @@ def manifest(rendered: Sequence[Rendered], settings: GenerateSettings, class_nam
         "judge_prob": round(r.judge_prob, 6),
     } for r in sorted(rendered, key=lambda r: r.job.index)]
     return pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
-
-
-def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    """frame -> CSV through a temp file + rename, so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as handle:
-        frame.to_csv(handle, index=False)
-    os.replace(tmp, path)
 
 
 def _rates(items: Sequence[Rendered]) -> dict[str, float | int | None]:

@@ -94,6 +94,11 @@ def write_text(path: Path | str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_csv(path: Path | str, frame: Any) -> None:
+    """A pandas DataFrame as CSV (no index), atomically."""
+    write_text(path, frame.to_csv(index=False))
+
+
 def write_json(path: Path | str, data: Any) -> None:
     write_text(path, json.dumps(to_jsonable(data), indent=2, sort_keys=False) + "\n")
 

@@ -16,9 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from augment.generate import write_csv
 from augment.sweep import SweepSettings, plot_tradeoff, scale_dir_name, tradeoff_table
-from pipelines.stage import StageError, read_params, run_stage, section
+from pipelines.stage import StageError, read_params, run_stage, section, write_csv
 
 SWEEP, REPORTS = Path("data/sweep"), Path("reports/sweep")
 

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 from augment.gen_metrics import GenMetricsSettings, measure_generated, read_generated
-from augment.generate import GenerateSettings, load_models, write_csv
+from augment.generate import GenerateSettings, load_models
 from augment.sweep import SweepSettings, point_settings, point_summary, render_point, scale_dir_name
 from detection.prepared import class_names, load_manifest
-from pipelines.stage import StageError, atomic_dir, read_params, run_stage, section, write_json
+from pipelines.stage import StageError, atomic_dir, read_params, run_stage, section, write_csv, write_json
 
 PREPARED = Path("data/prepared")
 UNET, CLASSIFIER, JUDGE = Path("models/unet"), Path("models/classifier"), Path("models/judge")

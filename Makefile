@@ -20,4 +20,5 @@ test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python bench/bench_diffusion.py
+	$(BIN)/python bench/bench_samplers.py --quick

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
+import augment.data
+import augment.unet
 from augment.data import GENERATIVE_SPLITS, EpochBatchSampler, IndexDataset, load_image_set, to_model_range
 from augment.unet import ArchConfig, ScheduleConfig, build_scheduler, build_unet, diffusion_loss
 from pipelines.stage import StageError, to_jsonable, write_json
@@ -113,10 +116,16 @@ def resolve_mixed_precision(setting: str, device: torch.device) -> str:
 
 
 def fingerprint(cfg: UNetTrainConfig, images: torch.Tensor) -> str:
-    """Hash of the settings and data a checkpoint depends on (a mismatch means: start afresh)."""
+    """Hash of the settings, data and training code a checkpoint depends on (a mismatch: start afresh).
+
+    The code counts too: after a fix to the loss or the model, DVC reruns the stage, and resuming
+    a finished old run would silently save the old weights again.
+    """
     settings = {k: v for k, v in to_jsonable(cfg).items() if k not in RESUMABLE_KEYS}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     digest.update(images.numpy().tobytes())
+    for module in (augment.unet, augment.data, sys.modules[__name__]):
+        digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
 

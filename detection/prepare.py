@@ -96,12 +96,13 @@ def check_box(box: SourceBox, width: int, height: int, params: DatasetParams, pr
     """The box clipped to the image; raises BadRecord if degenerate or too far outside."""
     tol = params.clip_tolerance_px
     x0, y0, x1, y1 = box.x0, box.y0, box.x1, box.y1
-    if x1 - x0 < params.min_box_px or y1 - y0 < params.min_box_px:
-        raise BadRecord(f"{box.record}: degenerate box ({x0:g}, {y0:g}, {x1:g}, {y1:g})")
     if x0 < -tol or y0 < -tol or x1 > width + tol or y1 > height + tol:
         raise BadRecord(f"{box.record}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the "
                         f"{width}x{height} image by more than {tol:g} px")
     clipped = (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
+    if clipped[2] - clipped[0] < params.min_box_px or clipped[3] - clipped[1] < params.min_box_px:
+        raise BadRecord(f"{box.record}: degenerate box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) "
+                        f"in the {width}x{height} image")
     if clipped != (x0, y0, x1, y1):
         problems.fix(file, box.record, f"box clipped to the {width}x{height} image")
     return clipped

@@ -75,6 +75,7 @@ def ultralytics_offline() -> ModuleType:
     """Import ultralytics with no network use (see module docstring); returns the module."""
     if "ultralytics" not in sys.modules:
         os.environ["YOLO_OFFLINE"] = "true"
+        os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # ultralytics imports albumentations
         os.environ.setdefault("YOLO_CONFIG_DIR", str(CONFIG_DIR))
         user_dir = Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics"
         user_dir.mkdir(parents=True, exist_ok=True)

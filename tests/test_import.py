@@ -112,6 +112,8 @@ def test_boxes_slightly_outside_are_clipped_and_reported(tmp_path, monkeypatch):
 @pytest.mark.parametrize("mutate, message", [
     (lambda imgs, root: imgs[1].update(boxes=[(1, 30, 30, 25, 10)]), "lies outside the 48x48 image by more than 2 px"),
     (lambda imgs, root: imgs[1].update(boxes=[(1, 10, 10, 0.5, 10)]), "degenerate box"),
+    # inside the tolerance, but nothing is left of it once clipped to the 48x48 image
+    (lambda imgs, root: imgs[1].update(boxes=[(1, 48.5, 10, 1.2, 10)]), "degenerate box (48.5, 10, 49.7, 20)"),
     (lambda imgs, root: imgs[1].update(write=False), "image file 'img01.png' not found"),
     (lambda imgs, root: imgs[1].update(size=(40, 48)), "declared size"),
 ])

@@ -42,7 +42,7 @@ def deep_merge(base: dict, overrides: dict) -> dict:
 
 def dvc(workdir: Path, *args: str) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "YOLO_OFFLINE": "true", "PYTHONPATH": str(workdir)}
+           "DVC_NO_ANALYTICS": "1", "YOLO_OFFLINE": "true", "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(workdir)}
     result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workdir, env=env,
                             capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"

@@ -96,3 +96,16 @@ def test_unknown_param_fails_with_one_line(tiny_prepared, tmp_path, monkeypatch,
     from pipelines.stage import run_stage
     assert run_stage(stage.main, []) == 2
     assert "unet: unknown key(s) batchsize" in capsys.readouterr().err
+
+
+def test_checkpoint_fingerprint_covers_the_training_code(tmp_path, monkeypatch):
+    import augment.unet
+    from augment.train_unet import fingerprint
+
+    images = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    before = fingerprint(TINY, images)
+    assert fingerprint(TINY, images) == before
+    patched = tmp_path / "unet.py"
+    patched.write_text(open(augment.unet.__file__).read() + "\n# a fix to the loss\n")
+    monkeypatch.setattr(augment.unet, "__file__", str(patched))
+    assert fingerprint(TINY, images) != before

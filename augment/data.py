@@ -12,10 +12,9 @@ from pathlib import Path
 import albumentations as A
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from detection.prepared import class_names, load_manifest, multi_hot
+from detection.prepared import class_names, load_manifest, multi_hot, read_rgb
 from pipelines.stage import StageError
 
 GENERATIVE_SPLITS = ("train", "tagged")
@@ -43,11 +42,7 @@ def load_image_set(prepared: Path | str, splits: tuple[str, ...]) -> ImageSet:
         raise StageError(f"{Path(prepared) / 'manifest.csv'}: no images in split(s) {', '.join(splits)}")
     arrays = []
     for row in frame.itertuples():
-        try:
-            with Image.open(row.abspath) as image:
-                arrays.append(np.asarray(image.convert("RGB")))
-        except OSError as err:
-            raise StageError(f"{row.abspath}: image {row.image_id}: unreadable ({err})") from None
+        arrays.append(read_rgb(row.abspath))
         if arrays[-1].shape != arrays[0].shape or arrays[-1].shape[0] != arrays[-1].shape[1]:
             raise StageError(
                 f"{row.abspath}: image {row.image_id}: size {arrays[-1].shape[:2]} differs from "

@@ -41,12 +41,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from augment.generate import HIT_THRESHOLD
+from detection.prepared import read_rgb
 from pipelines.stage import StageError
 
 EXTRACTORS = ("judge", "inception")
@@ -128,11 +128,7 @@ def build_extractor(settings: GenMetricsSettings, judge: nn.Module) -> nn.Module
 
 def load_images(paths: Sequence[Path | str]) -> torch.Tensor:
     """RGB images -> float [N, 3, H, W] in [0, 1]; all must share one size."""
-    arrays = []
-    for path in paths:
-        if not Path(path).is_file():
-            raise StageError(f"{path}: image not found")
-        arrays.append(np.asarray(Image.open(path).convert("RGB")))
+    arrays = [read_rgb(path) for path in paths]
     if len({a.shape for a in arrays}) > 1:
         raise StageError(f"{paths[0]}: images of different sizes {sorted({a.shape for a in arrays})}")
     if not arrays:

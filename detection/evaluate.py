@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 
 from detection.metrics import METRICS, BootstrapSettings, ImageMatch, Summary, bootstrap_delta, match_image, summarize
-from detection.prepared import load_manifest
-from detection.pseudo_label import load_rgb
+from detection.prepared import load_manifest, read_rgb
 from detection.yolo import Detections, PredictSettings, load_model, predict, read_labels_px
 from pipelines.stage import StageError
 
@@ -61,7 +60,7 @@ def load_test_images(prepared: Path | str) -> list[TestImage]:
         raise StageError(f"{prepared}/manifest.csv: no 'test' images")
     images = []
     for row in frame.itertuples():
-        rgb = load_rgb(Path(row.abspath))
+        rgb = read_rgb(row.abspath)
         xyxy, cls = read_labels_px(row.abspath, rgb.shape[1], rgb.shape[0])
         images.append(TestImage(row.image_id, rgb, xyxy, cls))
     return images

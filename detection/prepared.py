@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from PIL import Image
 
 from pipelines.stage import StageError
 
@@ -55,6 +56,18 @@ def multi_hot(tags: tuple[str, ...], names: list[str]) -> np.ndarray:
     for tag in tags:
         target[names.index(tag)] = 1.0
     return target
+
+
+def read_rgb(path: Path | str) -> np.ndarray:
+    """uint8 [H, W, 3] of an image file; missing or unreadable is one StageError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"{path}: image not found")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except OSError as err:
+        raise StageError(f"{path}: unreadable image ({err})") from None
 
 
 def label_path(image_path: Path | str) -> Path:

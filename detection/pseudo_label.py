@@ -32,6 +32,7 @@ import torch
 import torchvision
 from PIL import Image
 
+from detection.prepared import read_rgb
 from detection.yolo import Detections, PredictSettings, load_model, pixels_to_labels, predict
 from pipelines.stage import StageError
 
@@ -101,12 +102,6 @@ def tagged_pool(frame: pd.DataFrame, names: Sequence[str]) -> list[PoolImage]:
     return pool
 
 
-def load_rgb(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise StageError(f"{path}: image not found")
-    return np.asarray(Image.open(path).convert("RGB"))
-
-
 def predict_tta(model, images: Sequence[np.ndarray], settings: PredictSettings, tta: bool) -> list[Detections]:
     """Predictions per image; with `tta` merged with those of the mirrored image (class-aware NMS)."""
     plain = predict(model, images, settings)
@@ -152,7 +147,7 @@ def cap_background(decisions: list[Decision], fraction: float, seed: int) -> lis
 def pseudo_label_pool(model, pool: Sequence[PoolImage], settings: PseudoLabelSettings,
                       imgsz: int) -> list[Decision]:
     """Predict on every image of `pool` and apply the keep policy (module docstring)."""
-    images = [load_rgb(p.path) for p in pool]
+    images = [read_rgb(p.path) for p in pool]
     predict_settings = PredictSettings(imgsz=imgsz, conf=settings.conf, iou=settings.iou,
                                        device=settings.device, batch=settings.batch)
     detections = predict_tta(model, images, predict_settings, settings.tta)

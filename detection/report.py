@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from detection.evaluate import EvaluateSettings, Evaluation  # noqa: E402
 from detection.metrics import METRICS  # noqa: E402
-from detection.prepared import label_path, read_yolo_labels  # noqa: E402
+from detection.prepared import label_path, read_rgb, read_yolo_labels  # noqa: E402
 from detection.yolo import Detections, labels_to_pixels  # noqa: E402
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -102,7 +102,7 @@ def pseudo_grid(pseudo_dir: Path, names: Sequence[str], path: Path, n: int, scal
         return False
     tiles = []
     for p in images:
-        rgb = np.asarray(Image.open(p).convert("RGB"))
+        rgb = read_rgb(p)
         xyxy, cls = labels_to_pixels(read_yolo_labels(label_path(p)), rgb.shape[1], rgb.shape[0])
         tiles.append(draw_boxes(rgb, xyxy, cls, scale))
     cols = min(6, len(tiles))

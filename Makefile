@@ -13,8 +13,9 @@ install: $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
 
+# Stage commands call `python`: the venv's bin must come first on PATH.
 pipeline: install
-	$(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 test: install
 	$(BIN)/python -m pytest -q

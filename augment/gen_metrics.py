@@ -46,7 +46,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from augment.generate import HIT_THRESHOLD
-from detection.prepared import read_rgb
+from detection.prepared import SPLITS, read_rgb
 from pipelines.stage import StageError
 
 EXTRACTORS = ("judge", "inception")
@@ -73,6 +73,8 @@ class GenMetricsSettings:
             raise ValueError(f"extractor '{self.extractor}' is not one of {', '.join(EXTRACTORS)}")
         if min(self.k, self.kid_subset_size, self.kid_subsets, self.batch_size) < 1:
             raise ValueError("k, kid_subset_size, kid_subsets and batch_size must be >= 1")
+        if self.real_split not in SPLITS:
+            raise ValueError(f"real_split '{self.real_split}' is not one of {', '.join(SPLITS)}")
 
 
 class JudgeFeatures(nn.Module):

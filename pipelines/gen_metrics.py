@@ -16,8 +16,8 @@ from pathlib import Path
 
 from augment.classifier import load_classifier
 from augment.gen_metrics import GenMetricsSettings, measure_generated, read_generated
-from detection.prepared import SPLITS, class_names, load_manifest
-from pipelines.stage import StageError, read_params, run_stage, section, write_json
+from detection.prepared import class_names, load_manifest
+from pipelines.stage import read_params, run_stage, section, write_json
 
 PREPARED, JUDGE = Path("data/prepared"), Path("models/judge")
 SYNTHETIC = Path("data/synthetic")
@@ -29,8 +29,6 @@ def _main(argv: list[str] | None) -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     settings = section(GenMetricsSettings, "gen_metrics", read_params(args.params))
-    if settings.real_split not in SPLITS:
-        raise StageError(f"params.yaml: gen_metrics.real_split: '{settings.real_split}' is not one of {', '.join(SPLITS)}")
     names = class_names(PREPARED)
     generated = {"guided": read_generated(SYNTHETIC, names)}
     if (SYNTHETIC / "control" / "manifest.csv").is_file():

@@ -25,13 +25,26 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from detection.records import Problems, SourceImage, resolve_inside
+from detection.records import Problems, SourceImage, fatal, resolve_inside
 from pipelines.stage import StageError
 
 FORMATS = ("coco", "yolo", "voc")
 YOLO_YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml")
 SPLIT_DIR_NAMES = ("train", "valid", "val", "test")
 _SPLIT_WORD = re.compile(r"(?:^|[^a-z])(train|validation|valid|val|test)(?![a-z])")
+
+
+def read_annotation_text(path: Path) -> str:
+    """The text of an annotation file; unreadable, non-UTF-8 or empty is fatal (one line)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise fatal(path, "file", f"not UTF-8 text ({err.reason})") from None
+    except OSError as err:
+        raise fatal(path, "file", f"unreadable: {err.strerror}") from None
+    if not text.strip():
+        raise fatal(path, "file", "empty file")
+    return text
 
 
 def dataset_root(path: Path) -> Path:

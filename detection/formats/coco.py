@@ -34,7 +34,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from detection.formats import SPLIT_DIR_NAMES, add_unique, dataset_root, resolve_under, split_name
+from detection.formats import (SPLIT_DIR_NAMES, add_unique, dataset_root, read_annotation_text, resolve_under,
+                               split_name)
 from detection.records import BadRecord, Problems, SourceBox, SourceImage, fatal, image_key
 
 Categories = dict[int, tuple[str, str | None]]  # category id -> (name, supercategory)
@@ -64,14 +65,7 @@ def annotation_files(folder: Path) -> list[Path]:
 
 
 def load_coco_json(json_file: Path) -> dict[str, Any]:
-    try:
-        text = json_file.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise fatal(json_file, "file", f"not UTF-8 text ({err.reason})") from None
-    except OSError as err:
-        raise fatal(json_file, "file", f"unreadable: {err.strerror}") from None
-    if not text.strip():
-        raise fatal(json_file, "file", "empty file")
+    text = read_annotation_text(json_file)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:

@@ -36,7 +36,8 @@ from typing import Any
 import yaml
 from PIL import Image
 
-from detection.formats import SPLIT_DIR_NAMES, YOLO_YAML_NAMES, add_unique, resolve_under, split_name
+from detection.formats import (SPLIT_DIR_NAMES, YOLO_YAML_NAMES, add_unique, read_annotation_text, resolve_under,
+                               split_name)
 from detection.prepared import label_path
 from detection.records import (IMAGE_SUFFIXES, BadRecord, Problems, SourceBox, SourceImage, fatal,
                                image_key, resolve_inside)
@@ -71,12 +72,7 @@ def read_yolo(path: Path, problems: Problems) -> tuple[list[SourceImage], list[s
 
 
 def load_data_yaml(yaml_file: Path) -> dict[str, Any]:
-    try:
-        text = yaml_file.read_text(encoding="utf-8-sig")
-    except (UnicodeDecodeError, OSError) as err:
-        raise fatal(yaml_file, "file", f"unreadable: {err}") from None
-    if not text.strip():
-        raise fatal(yaml_file, "file", "empty file")
+    text = read_annotation_text(yaml_file)
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -36,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from augment.classifier import load_classifier
+from augment.data import to_model_range
 from augment.guidance import classifier_guidance, prob_present
 from augment.samplers import SAMPLERS, check_model_pair, sample
 from pipelines.stage import StageError, write_csv, write_json
@@ -138,7 +139,8 @@ def load_models(unet_dir: Path, classifier_dir: Path, judge_dir: Path, class_nam
                 device: torch.device | str = "cpu") -> Models:
     """The trained UNet + scheduler, guidance classifier and judge, checked against each other."""
     device = torch.device(device)
-    for path in (unet_dir / "config.json", unet_dir / "scheduler" / "scheduler_config.json"):
+    for path in (unet_dir / "config.json", unet_dir / "diffusion_pytorch_model.safetensors",
+                 unet_dir / "scheduler" / "scheduler_config.json"):
         if not path.is_file():
             raise StageError(f"{path}: not found; run the train_unet stage first")
     unet = UNet2DModel.from_pretrained(unet_dir).to(device).eval()
@@ -196,7 +198,7 @@ def render_batch(models: Models, settings: GenerateSettings, batch: Sequence[Ima
     x = sample(settings.sampler, models.unet, models.scheduler, generators, steps=settings.steps,
                cond_fn=cond_fn, target=target, eta=settings.eta)  # [B, 3, H, W]
     pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # what the PNG holds
-    saved = pixels.float() / 127.5 - 1
+    saved = to_model_range(pixels)
     target_prob = prob_present(models.classifier, saved, target).tolist()
     judge_prob = prob_present(models.judge, saved, target).tolist()
     for job, image in zip(batch, pixels.permute(0, 2, 3, 1).cpu().numpy()):

@@ -23,6 +23,10 @@ scheduler's step on eps_hat (`DDIMScheduler` with eta, or
 `DPMSolverMultistepScheduler(algorithm_type="dpmsolver++")`), both built `from_config` of the
 trained DDPM scheduler.
 
+A v-prediction UNet (`unet.schedule.prediction_type: v_prediction`) is sampled through
+`EpsilonView`, which turns its v into eps = sqrt(alpha_bar_t) v + sqrt(1 - alpha_bar_t) x_t, so
+both algorithms stay exactly as written for eps.
+
 Every image draws its noise (x_T and each step's z) from its own CPU `torch.Generator`, so an
 image depends only on its generator's seed and not on the batch it is rendered in.
 """
@@ -33,10 +37,13 @@ from typing import Sequence
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers.models.unets.unet_2d import UNet2DOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from torch import nn
 from diffusers.utils.torch_utils import randn_tensor
 
 from augment.guidance import CondFn
+from augment.unet import PREDICTION_TYPES, eps_from_v
 from pipelines.stage import StageError
 
 LEARNED_VARIANCE = ("learned", "learned_range")
@@ -106,8 +113,33 @@ def sample(name: str, unet: UNet2DModel, scheduler: DDPMScheduler, generator: Se
     if eta and name != "ddim":
         raise StageError(f"params.yaml: generate.eta: {eta} is only used by ddim; set it to 0 for {name}")
     check_model_pair(unet, scheduler)
+    unet, scheduler = as_epsilon_model(unet, scheduler)
     kwargs = {"eta": eta} if name == "ddim" else {}
     return SAMPLERS[name](unet, scheduler, generator, steps=steps, cond_fn=cond_fn, target=target, **kwargs)
+
+
+class EpsilonView(nn.Module):
+    """A v-prediction UNet seen as an eps-prediction one: channels 0:3 become eps, the rest pass."""
+
+    def __init__(self, unet: UNet2DModel, scheduler: DDPMScheduler):
+        super().__init__()
+        self.unet, self.scheduler = unet, scheduler
+
+    config = property(lambda self: self.unet.config)
+    device = property(lambda self: self.unet.device)
+    dtype = property(lambda self: self.unet.dtype)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> UNet2DOutput:
+        out = self.unet(x, t).sample
+        eps = eps_from_v(self.scheduler, out[:, :3].float(), x.float(), t).to(out.dtype)
+        return UNet2DOutput(sample=torch.cat([eps, out[:, 3:]], dim=1))
+
+
+def as_epsilon_model(unet: UNet2DModel, scheduler: DDPMScheduler) -> tuple[nn.Module, DDPMScheduler]:
+    """(unet, scheduler) unchanged for eps prediction; for v, the EpsilonView and an eps scheduler."""
+    if scheduler.config.prediction_type == "epsilon":
+        return unet, scheduler
+    return EpsilonView(unet, scheduler), DDPMScheduler.from_config(scheduler.config, prediction_type="epsilon")
 
 
 @torch.no_grad()
@@ -179,11 +211,11 @@ def batch_timesteps(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def check_model_pair(unet: UNet2DModel, scheduler: DDPMScheduler) -> None:
-    """The UNet predicts eps (and v iff the scheduler's variance is learned)."""
+    """The UNet predicts eps or v (and the variance interpolation iff the scheduler's variance is learned)."""
     where = "models/unet/scheduler"
-    if scheduler.config.prediction_type != "epsilon":
-        raise StageError(f"{where}: prediction_type '{scheduler.config.prediction_type}' is not epsilon; "
-                         "classifier guidance here needs an eps-prediction UNet")
+    if scheduler.config.prediction_type not in PREDICTION_TYPES:
+        raise StageError(f"{where}: prediction_type '{scheduler.config.prediction_type}' is not one of "
+                         f"{', '.join(PREDICTION_TYPES)}")
     learned = scheduler.config.variance_type in LEARNED_VARIANCE
     expected = 2 * unet.config.in_channels if learned else unet.config.in_channels
     if unet.config.out_channels != expected:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from augment.classifier import ClassifierConfig, NoisyLitterClassifier
 from augment.data import GENERATIVE_SPLITS, AugmentedImages, ImageSet, classifier_augmentation, load_image_set, to_model_range
-from augment.train_unet import resolve_mixed_precision
+from augment.train_unet import over_budget, resolve_mixed_precision, warn_time_stop
 from augment.unet import ArchConfig
 from pipelines.stage import StageError
 
@@ -43,8 +43,8 @@ class ClassifierTrainConfig:
     lr: float = 3e-4                   # AdamW
     weight_decay: float = 0.05
     anneal_lr: bool = True             # linear decay to 0 at max_steps
-    max_steps: int = 600               # stop at this many steps or after max_minutes
-    max_minutes: float = 3.0
+    max_steps: int = 600               # stop at this many steps ...
+    max_minutes: float | None = None   # ... or after this much training time (null: no time limit)
     augment_strength: float = 1.0      # 0: flips only; 1: mild shift-scale + colour jitter
     mixed_precision: str = "auto"      # auto | no | bf16 | fp16
     eval_buckets: int = 5              # val metrics per noise level bucket of t (1 when not noised)
@@ -119,11 +119,14 @@ def fit(cfg, accelerator, model, optimizer, loader, loss_fn, scheduler) -> tuple
                 group["lr"] = cfg.lr * (1 - step / cfg.max_steps) if cfg.anneal_lr else cfg.lr
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
-            if time.perf_counter() - started >= cfg.max_minutes * 60:
+            if over_budget(cfg.max_minutes, time.perf_counter() - started):
                 stop_reason = "max_minutes"
             if step >= cfg.max_steps or stop_reason != "max_steps":
                 break
     bar.close()
+    if stop_reason == "max_minutes":
+        warn_time_stop("train_classifier" if cfg.noised else "train_judge", cfg.max_minutes, step, cfg.max_steps,
+                       accelerator)
     return step, stop_reason, (time.perf_counter() - started) / 60
 
 

@@ -54,6 +54,7 @@ class UNetTrainConfig:
     model: ArchConfig = field(default_factory=ArchConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     vlb_weight: float = 0.001          # lambda of L_hybrid (learned variance only)
+    snr_gamma: float | None = None     # Min-SNR-gamma loss weighting (e.g. 5.0); null: plain L_simple
     batch_size: int = 32               # images per process per micro-batch
     grad_accum: int = 1                # micro-batches per optimisation step
     lr: float = 3e-4                   # AdamW, linear warm-up then constant
@@ -63,7 +64,7 @@ class UNetTrainConfig:
     mixed_precision: str = "auto"      # auto | no | bf16 | fp16
     hflip: bool = True                 # random horizontal flips
     max_steps: int = 1000              # stop at this many optimisation steps ...
-    max_minutes: float = 12.0          # ... or after this much training time in total, whichever first
+    max_minutes: float | None = None   # ... or after this much training time (null: no time limit)
     checkpoint_every: int = 100        # steps between `accelerator.save_state` checkpoints
     keep_checkpoints: int = 2
     log_every: int = 10                # steps per row of the loss log
@@ -167,6 +168,18 @@ def noised_batch(cfg: UNetTrainConfig, scheduler: DDPMScheduler, x0: torch.Tenso
     return x0, scheduler.add_noise(x0, noise, t), t, noise
 
 
+def over_budget(max_minutes: float | None, elapsed_s: float) -> bool:
+    return max_minutes is not None and elapsed_s >= max_minutes * 60
+
+
+def warn_time_stop(stage: str, max_minutes: float, step: int, max_steps: int, accelerator: Accelerator) -> None:
+    """A run cut by the clock ends at a step count that depends on the machine and its load."""
+    accelerator.print(
+        f"{stage}: WARNING: stopped by max_minutes ({max_minutes}) at step {step} of {max_steps}; the "
+        f"weights depend on this machine's speed. For reproducible runs set max_minutes: null and size max_steps."
+    )
+
+
 def warmup_lr(cfg: UNetTrainConfig, step: int) -> float:
     """Learning rate of optimisation step `step` (0-based): linear warm-up, then constant."""
     return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
@@ -206,7 +219,7 @@ def train_unet(cfg: UNetTrainConfig, prepared: Path | str, checkpoint_dir: Path 
     accelerator.wait_for_everyone()
     stop_reason = run_loop(cfg, accelerator, unet, ema, optimizer, scheduler, data.images, progress,
                            lambda step: save_checkpoint(accelerator, checkpoint_dir, step, key, cfg.keep_checkpoints))
-    raw = accelerator.unwrap_model(unet).to(torch.float32)
+    raw = accelerator.unwrap_model(unet)  # fp32 weights: mixed precision only autocasts
     ema_unet = UNet2DModel.from_config(raw.config)
     ema.copy_to(ema_unet.parameters())
     summary = {
@@ -233,7 +246,7 @@ def run_loop(cfg, accelerator, unet, ema, optimizer, scheduler, images, progress
         with accelerator.accumulate(unet):
             x0 = to_model_range(images[indices.cpu()]).to(accelerator.device)
             x0, x_t, t, noise = noised_batch(cfg, scheduler, x0, step_generator(cfg, micro, accelerator))
-            loss = diffusion_loss(scheduler, unet(x_t, t).sample, x0, x_t, t, noise, cfg.vlb_weight)
+            loss = diffusion_loss(scheduler, unet(x_t, t).sample, x0, x_t, t, noise, cfg.vlb_weight, cfg.snr_gamma)
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
@@ -256,7 +269,7 @@ def run_loop(cfg, accelerator, unet, ema, optimizer, scheduler, images, progress
             bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{speed:.0f}")
             window_loss, window_start, window_steps = 0.0, now, 0
         bar.update(1)
-        out_of_time = torch.tensor([progress.elapsed_s >= cfg.max_minutes * 60], device=accelerator.device)
+        out_of_time = torch.tensor([over_budget(cfg.max_minutes, progress.elapsed_s)], device=accelerator.device)
         out_of_time = broadcast(out_of_time).item() if accelerator.num_processes > 1 else out_of_time.item()
         if progress.step % cfg.checkpoint_every == 0 or progress.step == cfg.max_steps or out_of_time:
             checkpoint(progress.step)
@@ -264,6 +277,8 @@ def run_loop(cfg, accelerator, unet, ema, optimizer, scheduler, images, progress
             stop_reason = "max_minutes"
             break
     bar.close()
+    if stop_reason == "max_minutes":
+        warn_time_stop("train_unet", cfg.max_minutes, progress.step, cfg.max_steps, accelerator)
     return stop_reason
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
+from diffusers.training_utils import compute_snr
 
 from pipelines.stage import StageError
 
@@ -44,9 +45,11 @@ class ScheduleConfig:
     noise_schedule: str = "cosine"            # linear | cosine (squaredcos_cap_v2)
     num_train_timesteps: int = 1000
     learn_sigma: bool = False                 # 6 output channels + hybrid loss (improved DDPM)
+    prediction_type: str = "epsilon"          # epsilon | v_prediction (v = sqrt(a) eps - sqrt(1-a) x_0)
 
 
 BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 def check_arch(arch: ArchConfig, image_size: int, where: str = "params.yaml: unet.model") -> None:
@@ -113,11 +116,16 @@ def build_scheduler(schedule: ScheduleConfig) -> DDPMScheduler:
             f"params.yaml: unet.schedule.noise_schedule: '{schedule.noise_schedule}' is not one of "
             f"{', '.join(BETA_SCHEDULES)}"
         )
+    if schedule.prediction_type not in PREDICTION_TYPES:
+        raise StageError(
+            f"params.yaml: unet.schedule.prediction_type: '{schedule.prediction_type}' is not one of "
+            f"{', '.join(PREDICTION_TYPES)}"
+        )
     return DDPMScheduler(
         num_train_timesteps=schedule.num_train_timesteps,
         beta_schedule=BETA_SCHEDULES[schedule.noise_schedule],
         variance_type="learned_range" if schedule.learn_sigma else "fixed_small",
-        prediction_type="epsilon",
+        prediction_type=schedule.prediction_type,
         clip_sample=True,
     )
 
@@ -174,13 +182,34 @@ def vlb_terms(scheduler: DDPMScheduler, x0: torch.Tensor, x_t: torch.Tensor, t: 
     return torch.where(t == 0, nll, kl) / math.log(2.0)
 
 
+def eps_from_v(scheduler: DDPMScheduler, v: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """eps = sqrt(alpha_bar_t) v + sqrt(1 - alpha_bar_t) x_t (Salimans & Ho 2022), t [B] or a scalar."""
+    alpha_bar = scheduler.alphas_cumprod.to(x_t.device)[torch.as_tensor(t, device=x_t.device).long()]
+    alpha_bar = alpha_bar.float().reshape(-1, 1, 1, 1)
+    return alpha_bar.sqrt() * v + (1 - alpha_bar).sqrt() * x_t
+
+
 def diffusion_loss(scheduler: DDPMScheduler, model_output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor,
-                   t: torch.Tensor, noise: torch.Tensor, vlb_weight: float = 0.001) -> torch.Tensor:
-    """L_simple = ||eps - eps_theta||^2 (3 output channels), or L_hybrid = L_simple +
-    vlb_weight * T * L_t with learned variance (6 channels: eps, v)."""
-    eps = model_output[:, :3].float()
-    loss = torch.nn.functional.mse_loss(eps, noise)
+                   t: torch.Tensor, noise: torch.Tensor, vlb_weight: float = 0.001,
+                   snr_gamma: float | None = None) -> torch.Tensor:
+    """L_simple = ||target - model||^2 on the first 3 channels (target eps, or v with
+    `prediction_type: v_prediction`), or L_hybrid = L_simple + vlb_weight * T * L_t with learned
+    variance (6 channels: prediction, variance interpolation).
+
+    snr_gamma: Min-SNR-gamma weighting (Hang et al. 2023), min(SNR_t, gamma) / SNR_t per sample for
+    eps and min(SNR_t, gamma) / (SNR_t + 1) for v (the same weighting of the implied x_0 error): the
+    nearly clean timesteps stop dominating the gradient, and short runs learn the global layout sooner.
+    """
+    prediction = model_output[:, :3].float()
+    v_prediction = scheduler.config.prediction_type == "v_prediction"
+    target = scheduler.get_velocity(x0, noise, t) if v_prediction else noise
+    per_sample = (prediction - target).pow(2).mean(dim=(1, 2, 3))
+    if snr_gamma is not None:
+        snr = compute_snr(scheduler, t)
+        per_sample = per_sample * snr.clamp(max=snr_gamma) / (snr + 1 if v_prediction else snr)
+    loss = per_sample.mean()
     if model_output.shape[1] == 6:
+        eps = eps_from_v(scheduler, prediction, x_t, t) if v_prediction else prediction
         n_steps = scheduler.config.num_train_timesteps
         loss = loss + vlb_weight * n_steps * vlb_terms(scheduler, x0, x_t, t, eps.detach(), model_output[:, 3:]).mean()
     return loss

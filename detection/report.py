@@ -124,13 +124,15 @@ def detections_grid(ev: Evaluation, settings: EvaluateSettings, path: Path, vari
     image_grid(path, rows, titles, ["ground truth", *variants], ev.names)
 
 
-def _table(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns) + "\n"
     body = "".join("| " + " | ".join(_cell(v) for v in row) + " |\n" for row in frame.itertuples(index=False))
     return header + body
 
 
 def _cell(value) -> str:
+    if value is None:
+        return "n/a"
     if isinstance(value, float):
         return "n/a" if not np.isfinite(value) else f"{value:.3f}"
     return str(value)
@@ -157,8 +159,8 @@ def write_report(ev: Evaluation, settings: EvaluateSettings, pseudo_dir: Path, f
              f"conf >= {settings.conf}, NMS IoU {settings.iou}. Deltas are against `{reference}` with a paired "
              f"bootstrap {ci}% CI over test images ({settings.bootstrap.n_resamples} resamples). A delta whose CI "
              "excludes 0 is a difference this test set can resolve.\n\n",
-             "## Overall\n", _table(overall), "\n## Delta vs " + reference + "\n", _table(deltas),
-             "\n## Per class (mAP50)\n", _table(per_class),
+             "## Overall\n", markdown_table(overall), "\n## Delta vs " + reference + "\n", markdown_table(deltas),
+             "\n## Per class (mAP50)\n", markdown_table(per_class),
              f"\n![delta mAP50 per class]({rel / 'delta_map50.png'})\n",
              "\n## PR curves (IoU 0.5)\n", f"![PR curves]({rel / 'pr_curves.png'})\n",
              f"\n## Test detections (conf >= {settings.draw_conf})\n", f"![test detections]({rel / 'test_detections.png'})\n"]

@@ -63,13 +63,38 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str) -> T:
             value = from_dict(hints[key], value, where=f"{where}.{key}")
         elif isinstance(value, list):
             value = tuple(value)
-        kwargs[key] = value
+        kwargs[key] = checked_scalar(hints[key], value, f"{where}.{key}")
     try:
         return cls(**kwargs)
     except TypeError as err:
         raise StageError(f"{where}: {err}") from None
     except ValueError as err:
         raise StageError(f"{where}: {err}") from None
+
+
+def checked_scalar(hint: Any, value: Any, where: str) -> Any:
+    """value checked against a bool/int/float/str field (optionally `| None`); other fields pass.
+
+    YAML 1.1 reads `1e-3` as a string: a float field takes any string that parses as a number.
+    """
+    options = set(typing.get_args(hint)) if typing.get_args(hint) else {hint}
+    if value is None and type(None) in options:
+        return None
+    kinds = options & {bool, int, float, str}
+    if not kinds or len(options - {type(None)}) != 1:
+        return value
+    (kind,) = kinds
+    if kind is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    ok = {bool: isinstance(value, bool), str: isinstance(value, str),
+          int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, (int, float)) and not isinstance(value, bool)}[kind]
+    if not ok:
+        raise StageError(f"{where}: expected {'a number' if kind is float else kind.__name__}, got {value!r}")
+    return float(value) if kind is float else value
 
 
 def to_jsonable(obj: Any) -> Any:

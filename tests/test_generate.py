@@ -139,3 +139,11 @@ def test_mismatched_judge_stops_the_stage_with_one_line(tiny_prepared, tmp_path,
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: models/judge: class names") and "\n" not in err
     assert not (tmp_path / "data/synthetic").exists()
+
+
+def test_missing_unet_weights_stop_the_stage_with_one_line(stage_dir, capsys):
+    (stage_dir / "models/unet/diffusion_pytorch_model.safetensors").unlink()
+    assert stage.main([]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: models/unet/diffusion_pytorch_model.safetensors: not found; run the train_unet stage first"
+    assert not (stage_dir / "data/synthetic").exists()

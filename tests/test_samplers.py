@@ -181,3 +181,54 @@ def test_initial_noise_is_drawn_per_image_from_its_generator():
 def test_bad_settings_fail_with_one_line(call, message):
     with pytest.raises(StageError, match=message):
         call()
+
+
+class DeltaOracle(torch.nn.Module):
+    """The exact denoiser of a one-point data distribution {x0}, predicting eps or v."""
+
+    def __init__(self, x0: torch.Tensor, trained: DDPMScheduler):
+        super().__init__()
+        self.x0, self.trained = x0, trained
+        self.config = SimpleNamespace(sample_size=SIZE, in_channels=3, out_channels=3)
+        self.device, self.dtype = torch.device("cpu"), torch.float32
+
+    def forward(self, x, t):
+        abar = self.trained.alphas_cumprod[torch.as_tensor(t).long()]
+        eps = (x - abar.sqrt() * self.x0) / (1 - abar).sqrt()
+        v = abar.sqrt() * eps - (1 - abar).sqrt() * self.x0
+        return SimpleNamespace(sample=v if self.trained.config.prediction_type == "v_prediction" else eps)
+
+
+def v_scheduler() -> DDPMScheduler:
+    return DDPMScheduler.from_config(trained_scheduler().config, prediction_type="v_prediction")
+
+
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
+def test_exact_v_denoiser_of_one_point_samples_that_point(name):
+    x0 = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4)) * 1.6 - 0.8
+    samples = sample(name, DeltaOracle(x0, v_scheduler()), v_scheduler(), generators([1, 2]), steps=6)
+    torch.testing.assert_close(samples, x0.expand(2, -1, -1, -1), rtol=0, atol=1e-3)
+
+
+class HandConvertedEps(torch.nn.Module):
+    """Reference: eps = sqrt(abar_t) v + sqrt(1 - abar_t) x_t (Salimans & Ho 2022, eq. in sec. 4)."""
+
+    def __init__(self, v_unet: UNet2DModel):
+        super().__init__()
+        self.v_unet, self.config = v_unet, v_unet.config
+        self.device, self.dtype = v_unet.device, v_unet.dtype
+
+    def forward(self, x, t):
+        abar = v_scheduler().alphas_cumprod[torch.as_tensor(t).long()]
+        return SimpleNamespace(sample=abar.sqrt() * self.v_unet(x, t).sample + (1 - abar).sqrt() * x)
+
+
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
+def test_guided_v_model_samples_as_its_eps_form(name):
+    v_unet, cond_fn, target = tiny_unet(seed=3), classifier_guidance(toy_classifier(), 3.0), torch.tensor([0, 2])
+    guided = sample(name, v_unet, v_scheduler(), generators([1, 2]), steps=5, cond_fn=cond_fn, target=target)
+    reference = sample(name, HandConvertedEps(v_unet), trained_scheduler(), generators([1, 2]), steps=5,
+                       cond_fn=cond_fn, target=target)
+    plain = sample(name, v_unet, v_scheduler(), generators([1, 2]), steps=5)
+    torch.testing.assert_close(guided, reference, rtol=1e-4, atol=1e-4)
+    assert (guided - plain).abs().max() > 1e-2

@@ -58,10 +58,15 @@ def test_saved_model_holds_ema_weights_not_raw(tiny_prepared, tmp_path):
     assert DDPMScheduler.from_pretrained(tmp_path / "model" / "scheduler").config.variance_type == "learned_range"
 
 
-def test_wall_clock_budget_stops_and_is_recorded(tiny_prepared, tmp_path):
+def test_wall_clock_budget_stops_warns_and_is_recorded(tiny_prepared, tmp_path, capsys):
     cfg = dataclasses.replace(TINY, max_minutes=0.0, grad_accum=1, schedule=ScheduleConfig())
     result = train_unet(cfg, tiny_prepared, tmp_path / "ckpt")
     assert result.summary["steps"] == 1 and result.summary["stop_reason"] == "max_minutes"
+    assert "WARNING: stopped by max_minutes (0.0) at step 1 of 6" in capsys.readouterr().out
+
+
+def test_no_time_limit_by_default_so_runs_end_at_max_steps():
+    assert UNetTrainConfig().max_minutes is None
 
 
 def test_checkpoints_of_other_settings_are_not_resumed(tiny_prepared, tmp_path):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from diffusers.models.resnet import ResnetBlock2D
 
 from augment.unet import ArchConfig, ScheduleConfig, build_scheduler, build_unet, diffusion_loss, vlb_terms
+from pipelines.stage import StageError
 
 ARCH = ArchConfig(block_out_channels=(16, 32), layers_per_block=1, attention_resolutions=(8,),
                   attention_head_dim=8, dropout=0.0, norm_num_groups=8)
@@ -85,3 +87,42 @@ def test_simple_loss_is_mse_and_hybrid_adds_weighted_vlb_on_variance_only():
     (grad_vlb,) = torch.autograd.grad(hybrid - simple, out)
     assert grad_vlb[:, :3].abs().max() == 0  # stop-gradient on the mean
     assert grad_vlb[:, 3:].abs().max() > 0
+
+
+def test_min_snr_weighting_matches_closed_form_and_only_downweights_clean_timesteps():
+    scheduler = build_scheduler(ScheduleConfig())
+    gen = torch.Generator().manual_seed(2)
+    x0 = torch.rand(4, 3, 4, 4, generator=gen) * 2 - 1
+    noise = torch.randn(4, 3, 4, 4, generator=gen)
+    t = torch.tensor([0, 100, 500, 999])
+    out = torch.randn(4, 3, 4, 4, generator=gen)
+    x_t = scheduler.add_noise(x0, noise, t)
+    alpha_bar = scheduler.alphas_cumprod[t].double()
+    snr = alpha_bar / (1 - alpha_bar)
+    weight = torch.minimum(snr, torch.full_like(snr, 5.0)) / snr
+    per_sample = ((out - noise) ** 2).double().mean(dim=(1, 2, 3))
+    got = diffusion_loss(scheduler, out, x0, x_t, t, noise, snr_gamma=5.0)
+    assert torch.allclose(got.double(), (weight * per_sample).mean(), rtol=1e-5)
+    assert weight[0] < 0.01 and weight[-1] == 1.0  # t = 0 has SNR ~ 1e4+; t = T-1 has SNR < 5
+
+
+def test_v_prediction_loss_targets_the_velocity_with_its_min_snr_weight():
+    scheduler = build_scheduler(ScheduleConfig(prediction_type="v_prediction"))
+    gen = torch.Generator().manual_seed(3)
+    x0 = torch.rand(3, 3, 4, 4, generator=gen) * 2 - 1
+    noise = torch.randn(3, 3, 4, 4, generator=gen)
+    t = torch.tensor([5, 400, 990])
+    out = torch.randn(3, 3, 4, 4, generator=gen)
+    x_t = scheduler.add_noise(x0, noise, t)
+    alpha_bar = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    v = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0  # Salimans & Ho 2022
+    assert torch.allclose(diffusion_loss(scheduler, out, x0, x_t, t, noise), ((out - v) ** 2).mean(), rtol=1e-5)
+    snr = (alpha_bar / (1 - alpha_bar)).flatten()
+    weight = torch.minimum(snr, torch.full_like(snr, 5.0)) / (snr + 1)
+    expected = (weight * ((out - v) ** 2).mean(dim=(1, 2, 3))).mean()
+    assert torch.allclose(diffusion_loss(scheduler, out, x0, x_t, t, noise, snr_gamma=5.0), expected, rtol=1e-5)
+
+
+def test_unknown_prediction_type_fails_with_one_line():
+    with pytest.raises(StageError, match="prediction_type: 'sample' is not one of epsilon, v_prediction"):
+        build_scheduler(ScheduleConfig(prediction_type="sample"))

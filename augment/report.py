@@ -1,0 +1,83 @@
+"""The synthetic-image part of `reports/report.md`: did guidance work, how real do the images look,
+and what the guidance scale trades.
+
+Reads what `generate` (`reports/generation.json`), `gen_metrics` (`reports/gen_metrics.json`) and
+the sweep (`reports/sweep/tradeoff.csv`, `guidance_tradeoff.png`) wrote; a part whose file is
+absent (a pipeline run without that stage) says so instead of failing the report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from detection.report import markdown_table
+from pipelines.stage import StageError
+
+GENERATION, GEN_METRICS = Path("generation.json"), Path("gen_metrics.json")
+TRADEOFF_CSV, TRADEOFF_PNG = Path("sweep/tradeoff.csv"), Path("sweep/guidance_tradeoff.png")
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise StageError(f"{path}: malformed JSON: {err}") from None
+
+
+def guidance_table(generation: dict) -> pd.DataFrame:
+    """Per target class: guided vs same-seed unguided control, as judged by the judge."""
+    rows = []
+    for name, sets in {**generation["per_class"], "overall": generation["overall"]}.items():
+        paired, control = sets["guided_paired"], sets["control"]
+        gain = None if paired["hit_rate"] is None or control["hit_rate"] is None else paired["hit_rate"] - control["hit_rate"]
+        rows.append({"target": name, "guided images": sets["guided"]["n"], "guided hit rate": sets["guided"]["hit_rate"],
+                     "paired n": paired["n"], "paired hit rate": paired["hit_rate"],
+                     "control hit rate": control["hit_rate"], "hit-rate gain": gain,
+                     "judge p guided": paired["mean_judge_prob"], "judge p control": control["mean_judge_prob"]})
+    return pd.DataFrame(rows)
+
+
+def realism_table(gen_metrics: dict) -> pd.DataFrame:
+    """FD / KID / precision / recall per image set and target class vs the real reference split."""
+    rows = []
+    for set_name, result in gen_metrics["sets"].items():
+        for target, m in {"overall": result["overall"], **result["per_class"]}.items():
+            rows.append({"set": set_name, "target": target, "n gen": m["n_generated"], "n real": m["n_real"],
+                         "FD": m["fd"], "KID": m["kid_mean"], "precision": m["precision"], "recall": m["recall"],
+                         "judge IS": m["judge_is"], "hit rate": m["judge_hit_rate"]})
+    return pd.DataFrame(rows)
+
+
+def synthetic_section(reports: Path) -> str:
+    """Markdown for report.md (which lives in `reports`); figures linked relative to it."""
+    generation = _read_json(reports / GENERATION)
+    gen_metrics = _read_json(reports / GEN_METRICS)
+    parts = ["\n# Synthetic images\n"]
+    if generation is None:
+        parts.append(f"\n`{GENERATION}` not found: the `generate` stage has not run.\n")
+    else:
+        s = generation["settings"]
+        parts += [f"\n## Does guidance work? (`{GENERATION}`)\n\n",
+                  f"`{s['sampler']}`, {s['steps']} steps, guidance scale {s['guidance_scale']}. The judge (a clean-image "
+                  f"classifier that never guided) calls an image a hit when p(target) >= {generation['hit_threshold']}. "
+                  "`paired` are the guided images whose seeds the unguided `control` images share, so the gain is "
+                  "the guidance alone.\n\n", markdown_table(guidance_table(generation))]
+    if gen_metrics is not None:
+        parts += [f"\n## How close to real? (`{GEN_METRICS}`)\n\n",
+                  f"Features: `{gen_metrics['extractor']}`; real reference: the `{gen_metrics['real_split']}` split. "
+                  f"{gen_metrics['note']}\n\n", markdown_table(realism_table(gen_metrics))]
+    if (reports / TRADEOFF_CSV).is_file():
+        table = pd.read_csv(reports / TRADEOFF_CSV)
+        table["guidance_scale"] = [f"{s:g}" for s in table["guidance_scale"]]
+        parts += [f"\n## Guidance-scale trade-off (`{TRADEOFF_CSV.parent}/`)\n\n",
+                  "Same seeds at every scale. Larger scales raise the hit rate and lower recall (variety); pick the "
+                  "smallest scale where the hit rate levels off before recall drops or FD climbs (README, "
+                  "'Reading the trade-off').\n\n", markdown_table(table)]
+        if (reports / TRADEOFF_PNG).is_file():
+            parts.append(f"\n![guidance-scale trade-off]({TRADEOFF_PNG.as_posix()})\n")
+    return "".join(parts)

@@ -12,6 +12,11 @@ Dhariwal & Nichol 2021 ("Diffusion Models Beat GANs", openai/guided-diffusion) i
     use_scale_shift_norm (AdaGN) resnet_time_scale_shift = "scale_shift"
     learn_sigma                  out_channels = 6, scheduler variance_type = "learned_range"
     noise_schedule cosine        beta_schedule = "squaredcos_cap_v2"
+
+ADM predicts eps. `prediction_type: v_prediction` (Salimans & Ho 2022) is the demo default:
+short CPU runs of an eps model give colour-cast samples (bench/RESULTS.md, bench_unet_budget),
+because its errors in x_0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar) are amplified at
+high noise. Guidance still works on eps: `augment.samplers.EpsilonView` converts v to eps.
 """
 
 from __future__ import annotations

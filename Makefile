@@ -23,3 +23,4 @@ test: install
 bench: install
 	$(BIN)/python bench/bench_diffusion.py
 	$(BIN)/python bench/bench_samplers.py --quick
+	$(BIN)/python bench/bench_guidance.py --per-class 8

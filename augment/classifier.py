@@ -22,11 +22,12 @@ from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from augment.unet import ArchConfig, check_arch, down_block_types
+from augment.unet import ArchConfig, check_arch, down_block_types, unet_arch_mismatch
 from pipelines.stage import StageError, from_dict, to_jsonable
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+ENCODER_PREFIXES = ("conv_in.", "time_embedding.", "down_blocks.", "mid_block.")  # named as in UNet2DModel
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,25 @@ class NoisyLitterClassifier(nn.Module):
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Multi-label logits [B, n_classes]; p(class c present | x_t) = sigmoid(logits[:, c])."""
         return self.head(self.features(x, timesteps))
+
+    def copy_unet_encoder(self, unet_dir: Path | str) -> int:
+        """Start the encoder (all but norm_out, pool, head) from a trained UNet2DModel's weights.
+
+        The classifier's arch must equal the UNet's, so every encoder tensor has the same name and
+        meaning in both. Returns the number of tensors copied.
+        """
+        unet_dir = Path(unet_dir)
+        config_file, weights_file = unet_dir / "config.json", unet_dir / "diffusion_pytorch_model.safetensors"
+        if not config_file.is_file() or not weights_file.is_file():
+            raise StageError(f"{unet_dir}: missing config.json or diffusion_pytorch_model.safetensors; run train_unet first")
+        mismatch = unet_arch_mismatch(json.loads(config_file.read_text()), self.config.arch, self.config.image_size)
+        if mismatch:
+            raise StageError(f"{config_file}: cannot start the classifier from this UNet: {mismatch}; "
+                             "init_from_unet needs the classifier's model section equal to the UNet's")
+        unet_state = load_file(str(weights_file))
+        encoder = {k: unet_state[k] for k in self.state_dict() if k.startswith(ENCODER_PREFIXES)}
+        self.load_state_dict(encoder, strict=False)
+        return len(encoder)
 
     def save(self, path: Path | str) -> None:
         """Write config.json + model.safetensors into directory `path`."""

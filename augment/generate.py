@@ -16,7 +16,10 @@ that seed, so it depends on nothing else (other images, batch, number of process
 the plan (`plan_batches`) is rendered by process j % N (`render_shard`).
 
 Hit rate: the judge (a clean-image classifier that did not guide) scores each image as saved
-(uint8 PNG) at t = 0; a hit is judge p(target) >= 0.5.
+(uint8 PNG) at t = 0; a hit is judge p(target) >= 0.5. Guided vs control is a paired comparison
+(same seed, guidance the only difference), tested with the exact one-sided McNemar test: among
+the pairs where exactly one image is a hit, wins (guided hit, control miss) vs losses (the
+reverse) ~ Binomial(wins + losses, 1/2) if guidance did nothing; p_value = P(X >= wins).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import pandas as pd
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from PIL import Image
+from scipy.stats import binomtest
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -230,20 +234,32 @@ def _rates(items: Sequence[Rendered]) -> dict[str, float | int | None]:
             "mean_target_prob": mean(target)}
 
 
+def paired_test(pairs: Sequence[tuple[Rendered, Rendered]]) -> dict[str, float | int]:
+    """Exact one-sided McNemar test of (guided, control) pairs: does guidance turn misses into hits?"""
+    hits = [(g.judge_prob >= HIT_THRESHOLD, c.judge_prob >= HIT_THRESHOLD) for g, c in pairs]
+    wins = sum(g and not c for g, c in hits)
+    losses = sum(c and not g for g, c in hits)
+    p_value = binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue if wins + losses else 1.0
+    return {"wins": wins, "losses": losses, "p_value": round(float(p_value), 6)}
+
+
 def report(rendered: Sequence[Rendered], settings: GenerateSettings, class_names: Sequence[str]) -> dict:
     """Per target class and overall: judge hit rate / mean probs of guided images and controls.
 
     `guided_paired` is the guided images whose seeds the controls reuse: the like-for-like
-    comparison with `control`.
+    comparison with `control`, tested in `paired_test` (module docstring).
     """
-    control_seeds = {(r.job.target, r.job.seed) for r in rendered if not r.job.guided}
+    controls = {(r.job.target, r.job.seed): r for r in rendered if not r.job.guided}
 
     def groups(keep) -> dict:
         kept = [r for r in rendered if keep(r)]
+        pairs = [(r, controls[r.job.target, r.job.seed]) for r in kept
+                 if r.job.guided and (r.job.target, r.job.seed) in controls]
         return {
             "guided": _rates([r for r in kept if r.job.guided]),
-            "guided_paired": _rates([r for r in kept if r.job.guided and (r.job.target, r.job.seed) in control_seeds]),
+            "guided_paired": _rates([g for g, _ in pairs]),
             "control": _rates([r for r in kept if not r.job.guided]),
+            "paired_test": paired_test(pairs),
         }
 
     per_class = {name: groups(lambda r, c=c: r.job.target == c) for c, name in enumerate(class_names)}

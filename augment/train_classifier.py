@@ -49,6 +49,7 @@ class ClassifierTrainConfig:
     mixed_precision: str = "auto"      # auto | no | bf16 | fp16
     eval_buckets: int = 5              # val metrics per noise level bucket of t (1 when not noised)
     eval_seed: int = 0
+    init_from_unet: bool = False       # start the encoder from the trained UNet's (noised only)
 
 
 @dataclass
@@ -70,9 +71,13 @@ def sample_timesteps(cfg: ClassifierTrainConfig, n_steps: int, batch: int, gen: 
     return torch.randint(0, n_steps, (batch,), generator=gen)
 
 
-def train_classifier(cfg: ClassifierTrainConfig, prepared: Path | str, scheduler_dir: Path | str | None) -> TrainedClassifier:
-    """Train on train + tagged (noised with the UNet's schedule unless cfg.noised is False), eval on val."""
-    if cfg.noised and (scheduler_dir is None or not Path(scheduler_dir).is_dir()):
+def train_classifier(cfg: ClassifierTrainConfig, prepared: Path | str, unet_dir: Path | str | None) -> TrainedClassifier:
+    """Train on train + tagged (noised with the schedule in unet_dir unless cfg.noised is False), eval on val."""
+    if cfg.init_from_unet and not cfg.noised:
+        raise StageError("init_from_unet needs noised: true; a clean classifier (the judge) must not share the "
+                         "generator's weights")
+    scheduler_dir = Path(unet_dir) / "scheduler" if unet_dir is not None else None
+    if cfg.noised and (scheduler_dir is None or not scheduler_dir.is_dir()):
         raise StageError(f"{scheduler_dir}: noise schedule not found; run train_unet first")
     scheduler = DDPMScheduler.from_pretrained(str(scheduler_dir)) if cfg.noised else None
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision, PartialState().device))
@@ -82,6 +87,8 @@ def train_classifier(cfg: ClassifierTrainConfig, prepared: Path | str, scheduler
         class_names=data.class_names, image_size=data.image_size, arch=cfg.model, pool=cfg.pool,
         num_train_timesteps=scheduler.config.num_train_timesteps if scheduler else 1000,
     ))
+    if cfg.init_from_unet:
+        model.copy_unet_encoder(unet_dir)
     loader = DataLoader(
         AugmentedImages(data, classifier_augmentation(cfg.augment_strength, cfg.seed)), batch_size=cfg.batch_size,
         shuffle=True, drop_last=len(data.images) >= cfg.batch_size, generator=torch.Generator().manual_seed(cfg.seed),

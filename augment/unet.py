@@ -115,6 +115,22 @@ def build_unet(arch: ArchConfig, schedule: ScheduleConfig, image_size: int) -> U
     )
 
 
+def unet_arch_mismatch(unet_config: dict, arch: ArchConfig, image_size: int) -> str | None:
+    """The first way a saved UNet2DModel config's encoder differs from `arch` at `image_size` (None: same)."""
+    expected = {
+        "sample_size": image_size, "block_out_channels": list(arch.block_out_channels),
+        "layers_per_block": arch.layers_per_block, "down_block_types": list(down_block_types(arch, image_size)),
+        "attention_head_dim": arch.attention_head_dim, "norm_num_groups": arch.norm_num_groups,
+        "resnet_time_scale_shift": arch.resnet_time_scale_shift,
+        "downsample_type": "resnet" if arch.resblock_updown else "conv",
+    }
+    for key, wanted in expected.items():
+        saved = unet_config.get(key)
+        if (list(saved) if isinstance(saved, (list, tuple)) else saved) != wanted:
+            return f"{key} is {saved}, the classifier's is {wanted}"
+    return None
+
+
 def build_scheduler(schedule: ScheduleConfig) -> DDPMScheduler:
     if schedule.noise_schedule not in BETA_SCHEDULES:
         raise StageError(

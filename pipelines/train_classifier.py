@@ -1,6 +1,7 @@
 """Stage train_classifier: the noise-aware litter classifier used for guidance.
 
-Trains on prepared train + tagged images noised with the UNet's schedule (models/unet/scheduler);
+Trains on prepared train + tagged images noised with the UNet's schedule (models/unet/scheduler),
+its encoder started from the UNet's weights when `classifier.init_from_unet` is true;
 writes models/classifier/ (config.json + model.safetensors + params.json) and
 reports/classifier.json (per-class AP and accuracy per noise-level bucket on val).
 """
@@ -15,7 +16,7 @@ from augment.train_classifier import ClassifierTrainConfig, train_classifier
 from pipelines.stage import StageError, atomic_dir, read_params, run_stage, section, write_json
 
 PREPARED = Path("data/prepared")
-SCHEDULER_DIR = Path("models/unet/scheduler")
+UNET_DIR = Path("models/unet")
 
 
 def run(name: str, model_dir: Path, report: Path, argv: list[str] | None) -> None:
@@ -26,7 +27,7 @@ def run(name: str, model_dir: Path, report: Path, argv: list[str] | None) -> Non
     cfg = section(ClassifierTrainConfig, name, read_params(args.params))
     if cfg.noised != (name == "classifier"):
         raise StageError(f"params.yaml: {name}.noised: must be {name == 'classifier'} for train_{name}")
-    result = train_classifier(cfg, PREPARED, SCHEDULER_DIR if cfg.noised else None)
+    result = train_classifier(cfg, PREPARED, UNET_DIR if cfg.noised else None)
     if result.is_main:
         with atomic_dir(model_dir) as out:
             result.model.save(out)

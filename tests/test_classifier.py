@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffusers import UNet2DModel
 
 from augment.classifier import ClassifierConfig, NoisyLitterClassifier, load_classifier
 from augment.train_classifier import pos_weight
-from augment.unet import ArchConfig
+from augment.unet import ArchConfig, ScheduleConfig, build_unet
 from pipelines.stage import StageError
 
 ARCH = ArchConfig(block_out_channels=(16, 32), attention_resolutions=(8,), attention_head_dim=8,
@@ -52,6 +53,32 @@ def test_save_and_load_round_trip(tmp_path):
 def test_load_missing_classifier_is_one_line_error(tmp_path):
     with pytest.raises(StageError, match="missing config.json or model.safetensors"):
         load_classifier(tmp_path)
+
+
+def test_encoder_starts_from_the_unet_and_the_head_stays_fresh(tmp_path):
+    torch.manual_seed(0)
+    build_unet(ARCH, ScheduleConfig(), 16).save_pretrained(tmp_path / "unet")
+    unet_state = UNet2DModel.from_pretrained(tmp_path / "unet").state_dict()
+    model = NoisyLitterClassifier(ClassifierConfig(("a", "b"), image_size=16, arch=ARCH))
+    head_before = model.head.weight.clone()
+    copied = model.copy_unet_encoder(tmp_path / "unet")
+    own = model.state_dict()
+    encoder = [k for k in own if not k.startswith(("norm_out.", "pool.", "head."))]
+    assert copied == len(encoder) > 20
+    assert all(torch.equal(own[k], unet_state[k]) for k in encoder)
+    assert torch.equal(model.head.weight, head_before)
+
+
+def test_encoder_from_a_different_unet_is_refused_with_the_differing_field(tmp_path):
+    other = ArchConfig(block_out_channels=(16, 16), attention_resolutions=(8,), attention_head_dim=8,
+                       dropout=0.0, norm_num_groups=8)
+    build_unet(other, ScheduleConfig(), 16).save_pretrained(tmp_path / "unet")
+    model = NoisyLitterClassifier(ClassifierConfig(("a", "b"), image_size=16, arch=ARCH))
+    with pytest.raises(StageError, match=r"config.json: cannot start the classifier from this UNet: "
+                                         r"block_out_channels is \[16, 16\], the classifier's is \[16, 32\]"):
+        model.copy_unet_encoder(tmp_path / "unet")
+    with pytest.raises(StageError, match="missing config.json or diffusion_pytorch_model.safetensors"):
+        model.copy_unet_encoder(tmp_path / "nowhere")
 
 
 def test_pos_weight_is_negatives_over_positives():

@@ -11,8 +11,8 @@ from PIL import Image
 from test_guidance import tiny_noisy_classifier
 from test_samplers import tiny_unet, trained_scheduler
 
-from augment.generate import (MANIFEST_COLUMNS, GenerateSettings, load_models, plan_batches, plan_images,
-                              plan_quota, render_shard)
+from augment.generate import (MANIFEST_COLUMNS, GenerateSettings, ImageJob, Rendered, load_models, plan_batches,
+                              plan_images, plan_quota, render_shard, report)
 from detection.prepared import load_manifest
 from pipelines import generate as stage
 from pipelines.stage import StageError, section
@@ -84,6 +84,28 @@ def test_bad_settings_fail_with_one_line(values, message):
         section(GenerateSettings, "generate", {"generate": values})
 
 
+def test_report_pairs_guided_with_same_seed_controls_and_tests_them_with_exact_mcnemar():
+    def rendered(index, target, seed, guided, judge_prob):
+        return Rendered(ImageJob(index, f"i{index}", target, seed, guided), target_prob=0.5, judge_prob=judge_prob)
+
+    # bottle: 6 pairs -> 4 wins (guided hit, control miss), 1 loss, 1 tie; can: 1 pair, a tie; 1 unpaired guided
+    guided_p = [0.9, 0.8, 0.7, 0.6, 0.2, 0.9]
+    control_p = [0.1, 0.2, 0.3, 0.4, 0.6, 0.9]
+    items = [rendered(k, 0, 100 + k, True, p) for k, p in enumerate(guided_p)]
+    items += [rendered(6, 1, 200, True, 0.9), rendered(7, 1, 201, True, 0.1)]
+    items += [rendered(8 + k, 0, 100 + k, False, p) for k, p in enumerate(control_p)]
+    items += [rendered(14, 1, 200, False, 0.8)]
+    result = report(items, settings(), ["bottle", "can"])
+    bottle = result["per_class"]["bottle"]
+    # P(X >= 4), X ~ Binomial(5, 1/2) = (5 + 1) / 32
+    assert bottle["paired_test"] == {"wins": 4, "losses": 1, "p_value": pytest.approx(6 / 32)}
+    assert (bottle["guided_paired"]["hit_rate"], bottle["control"]["hit_rate"]) == (0.8333, 0.3333)  # rounded to 4
+    can = result["per_class"]["can"]
+    assert can["guided"]["n"] == 2 and can["guided_paired"]["n"] == 1
+    assert can["paired_test"] == {"wins": 0, "losses": 0, "p_value": 1.0}
+    assert result["overall"]["paired_test"]["wins"] == 4 and result["overall"]["paired_test"]["losses"] == 1
+
+
 @pytest.mark.slow
 def test_stage_writes_images_manifest_controls_and_report(stage_dir, capsys):
     assert stage.main([]) == 0
@@ -107,8 +129,9 @@ def test_stage_writes_images_manifest_controls_and_report(stage_dir, capsys):
     assert report["overall"]["guided"]["n"] == 4 and report["overall"]["control"]["n"] == 3
     assert report["per_class"]["paper"]["guided_paired"]["n"] == 1
     for groups in [report["overall"], *report["per_class"].values()]:
-        for rates in groups.values():
+        for rates in (groups["guided"], groups["guided_paired"], groups["control"]):
             assert 0 <= rates["hit_rate"] <= 1 and 0 <= rates["mean_judge_prob"] <= 1
+        assert groups["paired_test"]["wins"] + groups["paired_test"]["losses"] <= groups["control"]["n"]
     assert report["settings"]["guidance_scale"] == 1000.0
     assert report["overall"]["guided_paired"]["mean_target_prob"] > report["overall"]["control"]["mean_target_prob"]
     assert json.loads((stage_dir / "data/synthetic/images/params.json").read_text())["quota"] == report["quota"]

@@ -15,15 +15,21 @@ def rates(n, hit_rate, judge_p):
     return {"n": n, "hit_rate": hit_rate, "mean_judge_prob": judge_p, "mean_target_prob": judge_p}
 
 
+def mcnemar(wins, losses, p_value):
+    return {"wins": wins, "losses": losses, "p_value": p_value}
+
+
 def generation_json():
     per_class = {
-        "bottle": {"guided": rates(10, 0.9, 0.8), "guided_paired": rates(4, 0.75, 0.7), "control": rates(4, 0.25, 0.3)},
-        "can": {"guided": rates(0, None, None), "guided_paired": rates(0, None, None), "control": rates(4, 0.5, 0.5)},
+        "bottle": {"guided": rates(10, 0.9, 0.8), "guided_paired": rates(4, 0.75, 0.7), "control": rates(4, 0.25, 0.3),
+                   "paired_test": mcnemar(2, 0, 0.25)},
+        "can": {"guided": rates(0, None, None), "guided_paired": rates(0, None, None), "control": rates(4, 0.5, 0.5),
+                "paired_test": mcnemar(0, 0, 1.0)},
     }
     return {"quota": {"bottle": 10, "can": 0}, "hit_threshold": 0.5,
             "settings": {"sampler": "ddim", "steps": 25, "guidance_scale": 30.0},
             "overall": {"guided": rates(10, 0.9, 0.8), "guided_paired": rates(4, 0.75, 0.7),
-                        "control": rates(8, 0.375, 0.4)},
+                        "control": rates(8, 0.375, 0.4), "paired_test": mcnemar(2, 0, 0.25)},
             "per_class": per_class}
 
 
@@ -50,8 +56,8 @@ def test_section_has_all_three_parts_and_links_the_tradeoff_figure(tmp_path):
     (tmp_path / "sweep" / "guidance_tradeoff.png").write_bytes(b"png")
     text = synthetic_section(tmp_path)
     assert "guidance scale 30.0" in text and "p(target) >= 0.5" in text
-    assert "| bottle | 10 | 0.900 | 4 | 0.750 | 0.250 | 0.500 | 0.700 | 0.300 |" in text
-    assert "| can | 0 | n/a | 0 | n/a | 0.500 | n/a | n/a | 0.500 |" in text
+    assert "| bottle | 10 | 0.900 | 4 | 0.750 | 0.250 | 0.500 | 2 / 0 | 0.250 | 0.700 | 0.300 |" in text
+    assert "| can | 0 | n/a | 0 | n/a | 0.500 | n/a | 0 / 0 | 1.000 | n/a | 0.500 |" in text
     assert "Features: `judge`; real reference: the `test` split." in text
     assert "| guided | bottle | 10 | 20 | 4.250 |" in text
     assert "| 2.5 | 2.000 | 0.750 |" in text

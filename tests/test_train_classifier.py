@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
+from diffusers import UNet2DModel
 
 from augment.classifier import load_classifier
 from augment.train_classifier import bucket_ranges
-from augment.unet import ScheduleConfig, build_scheduler
+from augment.unet import ArchConfig, ScheduleConfig, build_scheduler, build_unet
 from pipelines import train_classifier, train_judge
-from pipelines.stage import run_stage
+from pipelines.stage import from_dict, run_stage
 
 MODEL = {"block_out_channels": [16, 32], "attention_resolutions": [8], "attention_head_dim": 8,
          "norm_num_groups": 8, "dropout": 0.0}
@@ -62,6 +64,30 @@ def test_judge_stage_trains_clean_and_independently(tiny_prepared, tmp_path, mon
     assert judge.config.pool == "adaptive"
     params = json.loads((tmp_path / "models/judge/params.json").read_text())["judge"]
     assert params["noised"] is False and params["seed"] == 9
+
+
+@pytest.mark.slow
+def test_classifier_encoder_can_start_from_the_trained_unet(tiny_prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    schedule = ScheduleConfig(num_train_timesteps=200)
+    build_unet(from_dict(ArchConfig, MODEL, where="test"), schedule, 16).save_pretrained(tmp_path / "models/unet")
+    build_scheduler(schedule).save_pretrained(tmp_path / "models/unet/scheduler")
+    unet_state = UNet2DModel.from_pretrained(tmp_path / "models/unet").state_dict()
+    for init in (False, True):
+        write_params(tmp_path, classifier={"init_from_unet": init, "max_steps": 1, "lr": 0.0})  # lr 0: weights kept
+        train_classifier.main([])
+        state = load_classifier(tmp_path / "models/classifier").state_dict()
+        same = [torch.equal(state[k], unet_state[k]) for k in ("conv_in.weight", "mid_block.attentions.0.to_q.weight")]
+        assert same == [init, init]
+    assert json.loads((tmp_path / "models/classifier/params.json").read_text())["classifier"]["init_from_unet"]
+
+
+def test_judge_from_the_unet_is_refused(tiny_prepared, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, judge={"init_from_unet": True})
+    assert run_stage(train_judge.main, []) == 2
+    assert "init_from_unet needs noised: true" in capsys.readouterr().err
+    assert not (tmp_path / "models/judge").exists()
 
 
 def test_judge_with_noise_is_refused(tiny_prepared, tmp_path, monkeypatch, capsys):

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block
+from diffusers.utils import CONFIG_NAME as UNET_CONFIG_NAME
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME as UNET_WEIGHTS_NAME
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -123,9 +125,9 @@ class NoisyLitterClassifier(nn.Module):
         meaning in both. Returns the number of tensors copied.
         """
         unet_dir = Path(unet_dir)
-        config_file, weights_file = unet_dir / "config.json", unet_dir / "diffusion_pytorch_model.safetensors"
+        config_file, weights_file = unet_dir / UNET_CONFIG_NAME, unet_dir / UNET_WEIGHTS_NAME
         if not config_file.is_file() or not weights_file.is_file():
-            raise StageError(f"{unet_dir}: missing config.json or diffusion_pytorch_model.safetensors; run train_unet first")
+            raise StageError(f"{unet_dir}: missing {UNET_CONFIG_NAME} or {UNET_WEIGHTS_NAME}; run train_unet first")
         mismatch = unet_arch_mismatch(json.loads(config_file.read_text()), self.config.arch, self.config.image_size)
         if mismatch:
             raise StageError(f"{config_file}: cannot start the classifier from this UNet: {mismatch}; "

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
+from diffusers.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
 from PIL import Image
 from scipy.stats import binomtest
 from torch import nn
@@ -143,7 +144,7 @@ def load_models(unet_dir: Path, classifier_dir: Path, judge_dir: Path, class_nam
                 device: torch.device | str = "cpu") -> Models:
     """The trained UNet + scheduler, guidance classifier and judge, checked against each other."""
     device = torch.device(device)
-    for path in (unet_dir / "config.json", unet_dir / "diffusion_pytorch_model.safetensors",
+    for path in (unet_dir / CONFIG_NAME, unet_dir / SAFETENSORS_WEIGHTS_NAME,
                  unet_dir / "scheduler" / "scheduler_config.json"):
         if not path.is_file():
             raise StageError(f"{path}: not found; run the train_unet stage first")

@@ -124,10 +124,9 @@ def unet_arch_mismatch(unet_config: dict, arch: ArchConfig, image_size: int) -> 
         "resnet_time_scale_shift": arch.resnet_time_scale_shift,
         "downsample_type": "resnet" if arch.resblock_updown else "conv",
     }
-    for key, wanted in expected.items():
-        saved = unet_config.get(key)
-        if (list(saved) if isinstance(saved, (list, tuple)) else saved) != wanted:
-            return f"{key} is {saved}, the classifier's is {wanted}"
+    for key, wanted in expected.items():  # unet_config is read from JSON: sequences are lists
+        if unet_config.get(key) != wanted:
+            return f"{key} is {unet_config.get(key)}, the classifier's is {wanted}"
     return None
 
 

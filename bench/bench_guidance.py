@@ -28,12 +28,16 @@ from detection.prepared import class_names  # noqa: E402
 from pipelines.stage import read_params, section  # noqa: E402
 
 
-def run_scale(models, base: GenerateSettings, names: list[str], scale: float) -> dict:
-    settings = dataclasses.replace(base, guidance_scale=scale)
-    with tempfile.TemporaryDirectory() as tmp:
-        rendered = render_shard(models, settings, plan_images(dict(settings.quota), names, settings),
-                                Path(tmp) / "guided", Path(tmp) / "control")
-    return report(rendered, settings, names)
+def run_scales(models, base: GenerateSettings, names: list[str], scales: list[float]):
+    """(scale, report) per scale; the unguided controls are the same at every scale, so rendered once."""
+    controls = None
+    for scale in scales:
+        settings = dataclasses.replace(base, guidance_scale=scale, control_per_class=0 if controls else base.control_per_class)
+        with tempfile.TemporaryDirectory() as tmp:
+            rendered = render_shard(models, settings, plan_images(dict(settings.quota), names, settings),
+                                    Path(tmp) / "guided", Path(tmp) / "control")
+        controls = controls or [r for r in rendered if not r.job.guided]
+        yield scale, report([r for r in rendered if r.job.guided] + controls, settings, names)
 
 
 def rows(result: dict, scale: float) -> list[str]:
@@ -62,8 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"classifier {args.classifier}, judge {args.judge}, {base.sampler} {base.steps} steps, seed {base.seed}")
     print("\n| scale | target | pairs | guided hit rate | control hit rate | wins / losses | McNemar p |")
     print("|---:|---|---:|---:|---:|---:|---:|")
-    for scale in args.scales or [base.guidance_scale]:
-        print("\n".join(rows(run_scale(models, base, names, scale), scale)), flush=True)
+    for scale, result in run_scales(models, base, names, args.scales or [base.guidance_scale]):
+        print("\n".join(rows(result, scale)), flush=True)
 
 
 if __name__ == "__main__":

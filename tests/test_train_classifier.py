@@ -82,19 +82,15 @@ def test_classifier_encoder_can_start_from_the_trained_unet(tiny_prepared, tmp_p
     assert json.loads((tmp_path / "models/classifier/params.json").read_text())["classifier"]["init_from_unet"]
 
 
-def test_judge_from_the_unet_is_refused(tiny_prepared, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("override, message", [
+    ({"init_from_unet": True}, "init_from_unet needs noised: true"),
+    ({"noised": True}, "judge.noised: must be False"),
+])
+def test_judge_with_noise_or_unet_weights_is_refused(tiny_prepared, tmp_path, monkeypatch, capsys, override, message):
     monkeypatch.chdir(tmp_path)
-    write_params(tmp_path, judge={"init_from_unet": True})
+    write_params(tmp_path, judge=override)
     assert run_stage(train_judge.main, []) == 2
-    assert "init_from_unet needs noised: true" in capsys.readouterr().err
-    assert not (tmp_path / "models/judge").exists()
-
-
-def test_judge_with_noise_is_refused(tiny_prepared, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    write_params(tmp_path, judge={"noised": True})
-    assert run_stage(train_judge.main, []) == 2
-    assert "judge.noised: must be False" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "models/judge").exists()
 
 

@@ -2,6 +2,9 @@
 
 Dhariwal & Nichol 2021, section 4: the classifier sees x_t = sqrt(alpha_bar_t) x_0 +
 sqrt(1 - alpha_bar_t) eps with t uniform over the UNet's schedule (`DDPMScheduler.add_noise`).
+Optionally a share of every batch draws t from [0, low_noise_max_t) instead: objects a few pixels
+across (cigarette butts at 32 px) drown in the noise above that, so uniform t leaves too few
+examples in which they can be learned, and guidance toward them then has nothing to follow.
 The judge trains the same model with t = 0 only, from its own seed, on clean real images.
 
 Loss: multi-label BCE with class balancing, pos_weight_c = (N - P_c) / max(P_c, 1) where N is
@@ -50,6 +53,8 @@ class ClassifierTrainConfig:
     eval_buckets: int = 5              # val metrics per noise level bucket of t (1 when not noised)
     eval_seed: int = 0
     init_from_unet: bool = False       # start the encoder from the trained UNet's (noised only)
+    low_noise_share: float = 0.0       # share of each batch with t uniform in [0, low_noise_max_t) ...
+    low_noise_max_t: int = 50          # ... instead of over the whole schedule (noised only)
 
 
 @dataclass
@@ -68,7 +73,21 @@ def pos_weight(targets: torch.Tensor) -> torch.Tensor:
 def sample_timesteps(cfg: ClassifierTrainConfig, n_steps: int, batch: int, gen: torch.Generator) -> torch.Tensor:
     if not cfg.noised:
         return torch.zeros(batch, dtype=torch.long)
-    return torch.randint(0, n_steps, (batch,), generator=gen)
+    t = torch.randint(0, n_steps, (batch,), generator=gen)
+    if cfg.low_noise_share <= 0:
+        return t
+    low = torch.rand(batch, generator=gen) < cfg.low_noise_share
+    return torch.where(low, torch.randint(0, cfg.low_noise_max_t, (batch,), generator=gen), t)
+
+
+def check_low_noise(cfg: ClassifierTrainConfig, scheduler: DDPMScheduler | None) -> None:
+    if not 0 <= cfg.low_noise_share <= 1:
+        raise StageError(f"low_noise_share must be in [0, 1], got {cfg.low_noise_share}")
+    if cfg.low_noise_share and scheduler is None:
+        raise StageError("low_noise_share needs noised: true; a clean classifier sees t = 0 only")
+    if scheduler is not None and not 1 <= cfg.low_noise_max_t <= scheduler.config.num_train_timesteps:
+        raise StageError(f"low_noise_max_t must be in [1, {scheduler.config.num_train_timesteps}] (the UNet's "
+                         f"num_train_timesteps), got {cfg.low_noise_max_t}")
 
 
 def train_classifier(cfg: ClassifierTrainConfig, prepared: Path | str, unet_dir: Path | str | None) -> TrainedClassifier:
@@ -80,6 +99,7 @@ def train_classifier(cfg: ClassifierTrainConfig, prepared: Path | str, unet_dir:
     if cfg.noised and (scheduler_dir is None or not scheduler_dir.is_dir()):
         raise StageError(f"{scheduler_dir}: noise schedule not found; run train_unet first")
     scheduler = DDPMScheduler.from_pretrained(str(scheduler_dir)) if cfg.noised else None
+    check_low_noise(cfg, scheduler)
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision, PartialState().device))
     data = load_image_set(prepared, GENERATIVE_SPLITS)
     set_seed(cfg.seed)
@@ -146,25 +166,30 @@ def bucket_ranges(n_steps: int, n_buckets: int) -> list[tuple[int, int]]:
 @torch.no_grad()
 def evaluate(model: NoisyLitterClassifier, val: ImageSet, scheduler: DDPMScheduler | None,
              cfg: ClassifierTrainConfig) -> dict:
-    """Per-class AP and accuracy (threshold 0.5) on val, per bucket of noise level t."""
+    """Per-class AP and accuracy (threshold 0.5) on val, per bucket of noise level t, and on
+    [0, low_noise_max_t) as `low_noise` when the classifier trained with a low-noise share."""
     names = list(val.class_names)
     n_steps = scheduler.config.num_train_timesteps if scheduler else 1
-    ranges = bucket_ranges(n_steps, cfg.eval_buckets if scheduler else 1)
     gen = torch.Generator().manual_seed(cfg.eval_seed)
     device = next(model.parameters()).device
     x0, target = to_model_range(val.images).to(device), val.targets.to(device).long()
-    buckets = []
-    for lo, hi in ranges:
+
+    def score(lo: int, hi: int) -> dict:
         t = torch.randint(lo, hi, (len(x0),), generator=gen).to(device)
         x_t = scheduler.add_noise(x0, torch.randn(x0.shape, generator=gen).to(device), t) if scheduler else x0
         logits = torch.cat([model(x_t[i:i + 256], t[i:i + 256]) for i in range(0, len(x0), 256)])
         ap = MultilabelAveragePrecision(num_labels=len(names), average=None)(logits, target)
         accuracy = ((logits > 0).long() == target).float().mean(dim=0)
-        buckets.append({
+        return {
             "t_range": [lo, hi - 1],
             "ap": {n: None if math.isnan(v) else round(v, 4) for n, v in zip(names, ap.tolist())},
             "accuracy": {n: round(v, 4) for n, v in zip(names, accuracy.tolist())},
             "mean_accuracy": round(accuracy.mean().item(), 4),
             "mAP": None if torch.isnan(ap).all() else round(ap.nanmean().item(), 4),
-        })
-    return {"class_names": names, "n_val_images": len(x0), "buckets": buckets}
+        }
+
+    report = {"class_names": names, "n_val_images": len(x0),
+              "buckets": [score(lo, hi) for lo, hi in bucket_ranges(n_steps, cfg.eval_buckets if scheduler else 1)]}
+    if scheduler is not None and cfg.low_noise_share > 0:
+        report["low_noise"] = score(0, cfg.low_noise_max_t)
+    return report

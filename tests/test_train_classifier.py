@@ -10,7 +10,7 @@ import yaml
 from diffusers import UNet2DModel
 
 from augment.classifier import load_classifier
-from augment.train_classifier import bucket_ranges
+from augment.train_classifier import ClassifierTrainConfig, bucket_ranges, sample_timesteps
 from augment.unet import ArchConfig, ScheduleConfig, build_scheduler, build_unet
 from pipelines import train_classifier, train_judge
 from pipelines.stage import from_dict, run_stage
@@ -34,6 +34,19 @@ def test_bucket_ranges_cover_all_timesteps():
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
 
 
+@pytest.mark.parametrize("share, expected_low", [(0.0, 0.05), (0.5, 0.525), (1.0, 1.0)])
+def test_low_noise_share_moves_that_share_of_each_batch_below_max_t(share, expected_low):
+    cfg = ClassifierTrainConfig(low_noise_share=share, low_noise_max_t=50)
+    t = sample_timesteps(cfg, 1000, 20_000, torch.Generator().manual_seed(0))
+    assert t.min() >= 0 and t.max() < 1000 and t.dtype == torch.long
+    # uniform over [0, 1000) puts 5% below 50; the low-noise share adds the rest of itself
+    assert (t < 50).float().mean().item() == pytest.approx(expected_low, abs=0.01)
+    if share == 1.0:
+        assert t.max() == 49 and torch.bincount(t).min() > 300  # still uniform inside [0, 50)
+    clean = sample_timesteps(ClassifierTrainConfig(noised=False), 1000, 8, torch.Generator().manual_seed(0))
+    assert clean.tolist() == [0] * 8
+
+
 @pytest.mark.slow
 def test_classifier_stage_reports_per_class_metrics_per_noise_bucket(tiny_prepared, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -51,6 +64,13 @@ def test_classifier_stage_reports_per_class_metrics_per_noise_bucket(tiny_prepar
     model = load_classifier(tmp_path / "models/classifier")
     assert model.config.num_train_timesteps == 200 and model.class_names == names
     assert json.loads((tmp_path / "models/classifier/params.json").read_text())["classifier"]["noised"] is True
+    assert "low_noise" not in report
+
+    write_params(tmp_path, classifier={"low_noise_share": 0.5, "low_noise_max_t": 20})
+    train_classifier.main([])
+    report = json.loads((tmp_path / "reports/classifier.json").read_text())
+    assert report["low_noise"]["t_range"] == [0, 19] and len(report["buckets"]) == 5
+    assert set(report["low_noise"]["ap"]) == set(names)
 
 
 @pytest.mark.slow
@@ -85,6 +105,7 @@ def test_classifier_encoder_can_start_from_the_trained_unet(tiny_prepared, tmp_p
 @pytest.mark.parametrize("override, message", [
     ({"init_from_unet": True}, "init_from_unet needs noised: true"),
     ({"noised": True}, "judge.noised: must be False"),
+    ({"low_noise_share": 0.5}, "low_noise_share needs noised: true"),
 ])
 def test_judge_with_noise_or_unet_weights_is_refused(tiny_prepared, tmp_path, monkeypatch, capsys, override, message):
     monkeypatch.chdir(tmp_path)
@@ -99,3 +120,17 @@ def test_classifier_without_unet_schedule_fails_with_one_line(tiny_prepared, tmp
     write_params(tmp_path)
     assert run_stage(train_classifier.main, []) == 2
     assert "noise schedule not found; run train_unet first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"low_noise_share": 1.5}, "low_noise_share must be in [0, 1], got 1.5"),
+    ({"low_noise_share": 0.5, "low_noise_max_t": 0}, "low_noise_max_t must be in [1, 200]"),
+    ({"low_noise_share": 0.5, "low_noise_max_t": 201}, "low_noise_max_t must be in [1, 200]"),
+])
+def test_bad_low_noise_settings_fail_with_one_line(tiny_prepared, tmp_path, monkeypatch, capsys, override, message):
+    monkeypatch.chdir(tmp_path)
+    build_scheduler(ScheduleConfig(num_train_timesteps=200)).save_pretrained(tmp_path / "models/unet/scheduler")
+    write_params(tmp_path, classifier=override)
+    assert run_stage(train_classifier.main, []) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "models/classifier").exists()

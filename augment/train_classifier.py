@@ -80,26 +80,27 @@ def sample_timesteps(cfg: ClassifierTrainConfig, n_steps: int, batch: int, gen: 
     return torch.where(low, torch.randint(0, cfg.low_noise_max_t, (batch,), generator=gen), t)
 
 
-def check_low_noise(cfg: ClassifierTrainConfig, scheduler: DDPMScheduler | None) -> None:
+def check_settings(cfg: ClassifierTrainConfig, scheduler: DDPMScheduler | None) -> None:
+    """The settings that only make sense for a noised classifier, and the low-noise ranges."""
     if not 0 <= cfg.low_noise_share <= 1:
         raise StageError(f"low_noise_share must be in [0, 1], got {cfg.low_noise_share}")
-    if cfg.low_noise_share and scheduler is None:
-        raise StageError("low_noise_share needs noised: true; a clean classifier sees t = 0 only")
-    if scheduler is not None and not 1 <= cfg.low_noise_max_t <= scheduler.config.num_train_timesteps:
+    if not cfg.noised:
+        for name in ("init_from_unet", "low_noise_share"):
+            if getattr(cfg, name):
+                raise StageError(f"{name} needs noised: true; a clean classifier (the judge) sees t = 0 only "
+                                 "and must not share the generator's weights")
+    elif not 1 <= cfg.low_noise_max_t <= scheduler.config.num_train_timesteps:
         raise StageError(f"low_noise_max_t must be in [1, {scheduler.config.num_train_timesteps}] (the UNet's "
                          f"num_train_timesteps), got {cfg.low_noise_max_t}")
 
 
 def train_classifier(cfg: ClassifierTrainConfig, prepared: Path | str, unet_dir: Path | str | None) -> TrainedClassifier:
     """Train on train + tagged (noised with the schedule in unet_dir unless cfg.noised is False), eval on val."""
-    if cfg.init_from_unet and not cfg.noised:
-        raise StageError("init_from_unet needs noised: true; a clean classifier (the judge) must not share the "
-                         "generator's weights")
     scheduler_dir = Path(unet_dir) / "scheduler" if unet_dir is not None else None
     if cfg.noised and (scheduler_dir is None or not scheduler_dir.is_dir()):
         raise StageError(f"{scheduler_dir}: noise schedule not found; run train_unet first")
     scheduler = DDPMScheduler.from_pretrained(str(scheduler_dir)) if cfg.noised else None
-    check_low_noise(cfg, scheduler)
+    check_settings(cfg, scheduler)
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision, PartialState().device))
     data = load_image_set(prepared, GENERATIVE_SPLITS)
     set_seed(cfg.seed)
@@ -190,6 +191,6 @@ def evaluate(model: NoisyLitterClassifier, val: ImageSet, scheduler: DDPMSchedul
 
     report = {"class_names": names, "n_val_images": len(x0),
               "buckets": [score(lo, hi) for lo, hi in bucket_ranges(n_steps, cfg.eval_buckets if scheduler else 1)]}
-    if scheduler is not None and cfg.low_noise_share > 0:
+    if cfg.low_noise_share > 0:  # noised only (check_settings)
         report["low_noise"] = score(0, cfg.low_noise_max_t)
     return report

@@ -12,35 +12,26 @@ label), so log p(y | x_t) for guidance toward class c is `logsigmoid(logits[:, c
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block
-from diffusers.utils import CONFIG_NAME as UNET_CONFIG_NAME
-from diffusers.utils import SAFETENSORS_WEIGHTS_NAME as UNET_WEIGHTS_NAME
-from safetensors.torch import load_file, save_file
+from diffusers.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from augment.unet import ArchConfig, check_arch, down_block_types, unet_arch_mismatch
-from pipelines.stage import StageError, from_dict, to_jsonable
+from core.errors import StageError
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 ENCODER_PREFIXES = ("conv_in.", "time_embedding.", "down_blocks.", "mid_block.")  # named as in UNet2DModel
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
-    """Everything needed to rebuild the classifier; saved as config.json beside the weights."""
-
-    class_names: tuple[str, ...]
-    image_size: int
-    num_train_timesteps: int = 1000
-    arch: ArchConfig = field(default_factory=lambda: ArchConfig(dropout=0.0))
-    pool: str = "attention"                  # attention (ADM AttentionPool2d) | adaptive (mean)
+POOLS = ("attention", "adaptive")
 
 
 class AttentionPool2d(nn.Module):
@@ -58,16 +49,25 @@ class AttentionPool2d(nn.Module):
         return pooled[:, 0]  # [B, C]
 
 
-class NoisyLitterClassifier(nn.Module):
-    """Encoder half of the ADM UNet + pooling head -> multi-label logits [B, n_classes]."""
+class NoisyLitterClassifier(ModelMixin, ConfigMixin):
+    """Encoder half of the ADM UNet + pooling head -> multi-label logits [B, n_classes].
 
-    def __init__(self, config: ClassifierConfig):
+    A diffusers model: its constructor arguments are its config, so `save_pretrained` writes
+    config.json + diffusion_pytorch_model.safetensors and `from_pretrained` rebuilds it.
+    The arch arguments are the fields of `augment.unet.ArchConfig` (`from_arch`); `pooling` is the
+    params' `pool` (a config key may not share a submodule's name).
+    """
+
+    @register_to_config
+    def __init__(self, class_names: Sequence[str], image_size: int, num_train_timesteps: int,
+                 block_out_channels: Sequence[int], layers_per_block: int, attention_resolutions: Sequence[int],
+                 attention_head_dim: int, dropout: float, norm_num_groups: int, resnet_time_scale_shift: str,
+                 resblock_updown: bool, pooling: str):
         super().__init__()
-        arch = config.arch
-        check_arch(arch, config.image_size, where="classifier config")
-        if config.pool not in ("attention", "adaptive"):
-            raise StageError(f"classifier config: pool '{config.pool}' is not attention or adaptive")
-        self.config = config
+        arch = ArchConfig(tuple(block_out_channels), layers_per_block, tuple(attention_resolutions), attention_head_dim,
+                          dropout, norm_num_groups, resnet_time_scale_shift, resblock_updown)
+        if pooling not in POOLS:
+            raise StageError(f"classifier config: pooling '{pooling}' is not one of {', '.join(POOLS)}")
         widths = arch.block_out_channels
         time_dim = widths[0] * 4
         self.conv_in = nn.Conv2d(3, widths[0], kernel_size=3, padding=1)
@@ -75,7 +75,7 @@ class NoisyLitterClassifier(nn.Module):
         self.time_embedding = TimestepEmbedding(widths[0], time_dim)
         self.down_blocks = nn.ModuleList()
         in_width = widths[0]
-        for i, block_type in enumerate(down_block_types(arch, config.image_size)):
+        for i, block_type in enumerate(down_block_types(arch, image_size)):
             self.down_blocks.append(get_down_block(
                 block_type, num_layers=arch.layers_per_block, in_channels=in_width,
                 out_channels=widths[i], temb_channels=time_dim, add_downsample=i < len(widths) - 1,
@@ -92,16 +92,34 @@ class NoisyLitterClassifier(nn.Module):
             attn_groups=arch.norm_num_groups,
         )
         self.norm_out = nn.GroupNorm(arch.norm_num_groups, widths[-1], eps=1e-5)
-        last_size = config.image_size // 2 ** (len(widths) - 1)
+        last_size = image_size // 2 ** (len(widths) - 1)
         self.pool = (
             AttentionPool2d(widths[-1], last_size**2, arch.attention_head_dim)
-            if config.pool == "attention" else nn.AdaptiveAvgPool2d(1)
+            if pooling == "attention" else nn.AdaptiveAvgPool2d(1)
         )
-        self.head = nn.Linear(widths[-1], len(config.class_names))
+        self.head = nn.Linear(widths[-1], len(class_names))
+
+    @classmethod
+    def from_arch(cls, class_names: Sequence[str], image_size: int, num_train_timesteps: int, arch: ArchConfig,
+                  pool: str, where: str) -> NoisyLitterClassifier:
+        """A fresh classifier of shape `arch`; `where` names the settings in the error of a bad image size."""
+        check_arch(arch, image_size, where)
+        fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(arch).items()}
+        return cls(class_names=list(class_names), image_size=image_size, num_train_timesteps=num_train_timesteps,
+                   pooling=pool, **fields)
+
+    @property
+    def arch(self) -> ArchConfig:
+        return ArchConfig(**{f.name: tuple(v) if isinstance(v := self.config[f.name], list) else v
+                             for f in dataclasses.fields(ArchConfig)})
 
     @property
     def class_names(self) -> list[str]:
         return list(self.config.class_names)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config.image_size)
 
     def features(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Pooled penultimate features [B, D] of x_t [B, 3, H, W] at timesteps t [B]."""
@@ -125,10 +143,10 @@ class NoisyLitterClassifier(nn.Module):
         meaning in both. Returns the number of tensors copied.
         """
         unet_dir = Path(unet_dir)
-        config_file, weights_file = unet_dir / UNET_CONFIG_NAME, unet_dir / UNET_WEIGHTS_NAME
+        config_file, weights_file = unet_dir / CONFIG_NAME, unet_dir / SAFETENSORS_WEIGHTS_NAME
         if not config_file.is_file() or not weights_file.is_file():
-            raise StageError(f"{unet_dir}: missing {UNET_CONFIG_NAME} or {UNET_WEIGHTS_NAME}; run train_unet first")
-        mismatch = unet_arch_mismatch(json.loads(config_file.read_text()), self.config.arch, self.config.image_size)
+            raise StageError(f"{unet_dir}: missing {CONFIG_NAME} or {SAFETENSORS_WEIGHTS_NAME}; run train_unet first")
+        mismatch = unet_arch_mismatch(json.loads(config_file.read_text()), self.arch, self.image_size)
         if mismatch:
             raise StageError(f"{config_file}: cannot start the classifier from this UNet: {mismatch}; "
                              "init_from_unet needs the classifier's model section equal to the UNet's")
@@ -137,22 +155,15 @@ class NoisyLitterClassifier(nn.Module):
         self.load_state_dict(encoder, strict=False)
         return len(encoder)
 
-    def save(self, path: Path | str) -> None:
-        """Write config.json + model.safetensors into directory `path`."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / CONFIG_NAME).write_text(json.dumps(to_jsonable(self.config), indent=2) + "\n")
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_NAME))
-
 
 def load_classifier(path: Path | str, device: str | torch.device = "cpu") -> NoisyLitterClassifier:
-    """The classifier saved by `NoisyLitterClassifier.save` in directory `path`, in eval mode."""
+    """The classifier `save_pretrained` wrote into directory `path`, in eval mode."""
     path = Path(path)
-    config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+    config_file, weights_file = path / CONFIG_NAME, path / SAFETENSORS_WEIGHTS_NAME
     if not config_file.is_file() or not weights_file.is_file():
-        raise StageError(f"{path}: missing {CONFIG_NAME} or {WEIGHTS_NAME}; train the classifier first")
-    config = from_dict(ClassifierConfig, json.loads(config_file.read_text()), where=str(config_file))
-    model = NoisyLitterClassifier(config)
-    model.load_state_dict(load_file(str(weights_file)))  # to CPU first: safetensors rejects 'cpu:0'
+        raise StageError(f"{path}: missing {CONFIG_NAME} or {SAFETENSORS_WEIGHTS_NAME}; train the classifier first")
+    try:
+        model = NoisyLitterClassifier.from_pretrained(path)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError, json.JSONDecodeError) as err:
+        raise StageError(f"{path}: unreadable classifier ({type(err).__name__}: {err})".replace("\n", " ")) from None
     return model.to(device).eval()

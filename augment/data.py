@@ -6,16 +6,18 @@ tensor [N, 3, H, W]; models see float images in [-1, 1].
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import albumentations as A
-import numpy as np
-import torch
-from torch.utils.data import Dataset, Sampler
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI for updates on import
+import albumentations as A  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import Dataset, Sampler  # noqa: E402
 
-from detection.prepared import class_names, load_manifest, multi_hot, read_rgb
-from pipelines.stage import StageError
+from core.errors import StageError  # noqa: E402
+from detection.prepared import class_names, load_manifest, multi_hot, read_rgb  # noqa: E402
 
 GENERATIVE_SPLITS = ("train", "tagged")
 

@@ -45,36 +45,14 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from augment.generate import HIT_THRESHOLD
-from detection.prepared import SPLITS, read_rgb
-from pipelines.stage import StageError
+from augment.settings import GenMetricsSettings
+from augment.synthetic import HIT_THRESHOLD
+from core.errors import StageError
+from detection.prepared import read_rgb
 
-EXTRACTORS = ("judge", "inception")
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 SMALL_N_NOTE = ("FD is biased upward at small n (a few hundred 32-px images or fewer): compare FD/KID/"
                 "precision/recall only between figures with the same n_real and n_generated.")
-
-
-@dataclass(frozen=True)
-class GenMetricsSettings:
-    """The `gen_metrics` section of params.yaml."""
-
-    extractor: str = "judge"              # judge | inception
-    inception_weights: str | None = None  # inception: local InceptionV3 weights (.pth), never downloaded
-    real_split: str = "test"              # real reference images (data/prepared split)
-    k: int = 3                            # k-th nearest neighbour radius of precision/recall manifolds
-    kid_subset_size: int = 50             # KID subset size, capped at the smaller set's size
-    kid_subsets: int = 100                # KID random subsets averaged
-    batch_size: int = 64                  # images per feature-extractor pass
-    seed: int = 0                         # KID subset draws
-
-    def __post_init__(self) -> None:
-        if self.extractor not in EXTRACTORS:
-            raise ValueError(f"extractor '{self.extractor}' is not one of {', '.join(EXTRACTORS)}")
-        if min(self.k, self.kid_subset_size, self.kid_subsets, self.batch_size) < 1:
-            raise ValueError("k, kid_subset_size, kid_subsets and batch_size must be >= 1")
-        if self.real_split not in SPLITS:
-            raise ValueError(f"real_split '{self.real_split}' is not one of {', '.join(SPLITS)}")
 
 
 class JudgeFeatures(nn.Module):
@@ -205,19 +183,19 @@ def inception_style_score(probs: torch.Tensor, eps: float = 1e-12) -> float:
 
 
 @dataclass
-class ImageSet:
+class FeatureSet:
     """Images of one side of a comparison: extractor features [N, D], judge probs [N, C], labels."""
 
     features: torch.Tensor
     probs: torch.Tensor
     labels: list[tuple[str, ...]]  # real: tags; generated: (target,)
 
-    def subset(self, keep: Sequence[bool]) -> ImageSet:
+    def subset(self, keep: Sequence[bool]) -> FeatureSet:
         mask = torch.as_tensor(list(keep), dtype=torch.bool)
-        return ImageSet(self.features[mask], self.probs[mask], [label for label, m in zip(self.labels, keep) if m])
+        return FeatureSet(self.features[mask], self.probs[mask], [label for label, m in zip(self.labels, keep) if m])
 
 
-def compare(real: ImageSet, fake: ImageSet, settings: GenMetricsSettings, class_names: Sequence[str]) -> dict:
+def compare(real: FeatureSet, fake: FeatureSet, settings: GenMetricsSettings, class_names: Sequence[str]) -> dict:
     """FD, KID, precision/recall (extractor space) and judge IS-style score + hit rate of `fake`."""
     n_real, n_fake = len(real.labels), len(fake.labels)
     out: dict = {"extractor": settings.extractor, "n_real": n_real, "n_generated": n_fake,
@@ -238,7 +216,7 @@ def compare(real: ImageSet, fake: ImageSet, settings: GenMetricsSettings, class_
     return out
 
 
-def compare_per_class(real: ImageSet, fake: ImageSet, settings: GenMetricsSettings,
+def compare_per_class(real: FeatureSet, fake: FeatureSet, settings: GenMetricsSettings,
                       class_names: Sequence[str]) -> dict:
     """`compare` overall and per class c: generated with target c vs real images tagged c."""
     per_class = {name: compare(real.subset([name in tags for tags in real.labels]),
@@ -247,47 +225,31 @@ def compare_per_class(real: ImageSet, fake: ImageSet, settings: GenMetricsSettin
     return {"overall": compare(real, fake, settings, class_names), "per_class": per_class}
 
 
-def read_generated(folder: Path, class_names: Sequence[str]) -> pd.DataFrame:
-    """`folder/manifest.csv` of `augment.generate` (path relative to folder, target) with `abspath`."""
-    manifest_csv = folder / "manifest.csv"
-    if not manifest_csv.is_file():
-        raise StageError(f"{manifest_csv}: not found; run the generate stage first")
-    frame = pd.read_csv(manifest_csv, dtype={"image_id": str, "target": str}, keep_default_na=False)
-    for column in ("path", "target"):
-        if column not in frame.columns:
-            raise StageError(f"{manifest_csv}: missing column '{column}'")
-    unknown = sorted(set(frame["target"]) - set(class_names))
-    if unknown:
-        raise StageError(f"{manifest_csv}: target(s) {', '.join(map(repr, unknown))} not in classes "
-                         f"{', '.join(class_names)}")
-    frame["abspath"] = [str(folder / p) for p in frame["path"]]
-    return frame
-
-
-def image_set(paths: Sequence[str], labels: list[tuple[str, ...]], extractor: nn.Module, judge: nn.Module,
-              batch_size: int) -> ImageSet:
+def feature_set(paths: Sequence[str], labels: list[tuple[str, ...]], extractor: nn.Module, judge: nn.Module,
+              batch_size: int) -> FeatureSet:
     images = load_images(paths)  # [N, 3, H, W] in [0, 1]
     size = judge.config.image_size
     if len(images) and images.shape[-2:] != (size, size):
         raise StageError(f"{paths[0]}: image size {tuple(images.shape[-2:])} is not the judge's {size}x{size}")
-    return ImageSet(extract(extractor, images, batch_size), judge_probs(judge, images, batch_size), labels)
+    return FeatureSet(extract(extractor, images, batch_size), judge_probs(judge, images, batch_size), labels)
 
 
 def measure_generated(settings: GenMetricsSettings, judge: nn.Module, real: pd.DataFrame,
                       generated: dict[str, pd.DataFrame], class_names: Sequence[str]) -> dict:
     """The report: real images (`abspath`, `tags`) vs each generated set (`abspath`, `target`)."""
     if list(judge.class_names) != list(class_names):
-        raise StageError(f"models/judge: class names {judge.class_names} differ from data/prepared {list(class_names)}")
+        raise StageError(f"the judge's class names {judge.class_names} differ from the prepared data's {list(class_names)}")
     if real.empty:
-        raise StageError(f"data/prepared: split '{settings.real_split}' has no images to compare with")
+        raise StageError(f"params.yaml: gen_metrics.real_split: the prepared split '{settings.real_split}' has no "
+                         "images to compare with")
     extractor = build_extractor(settings, judge)
-    real_set = image_set(list(real["abspath"]), list(real["tags"]), extractor, judge, settings.batch_size)
+    real_set = feature_set(list(real["abspath"]), list(real["tags"]), extractor, judge, settings.batch_size)
     report = {"extractor": settings.extractor, "feature_dim": extractor.num_features,
               "real_split": settings.real_split, "n_real": len(real_set.labels),
               "real_judge_is": round(inception_style_score(real_set.probs), 4) if len(real_set.labels) else None,
               "note": SMALL_N_NOTE, "settings": settings, "sets": {}}
     for name, frame in generated.items():
-        fake = image_set(list(frame["abspath"]), [(t,) for t in frame["target"]], extractor, judge,
+        fake = feature_set(list(frame["abspath"]), [(t,) for t in frame["target"]], extractor, judge,
                          settings.batch_size)
         report["sets"][name] = compare_per_class(real_set, fake, settings, class_names)
     return report

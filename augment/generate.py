@@ -43,40 +43,11 @@ from tqdm.auto import tqdm
 from augment.classifier import load_classifier
 from augment.data import to_model_range
 from augment.guidance import classifier_guidance, prob_present
-from augment.samplers import SAMPLERS, check_model_pair, sample
-from pipelines.stage import StageError, write_csv, write_json
-
-MANIFEST_COLUMNS = ("image_id", "path", "target", "guidance_scale", "sampler", "steps", "seed",
-                    "target_prob", "judge_prob")
-HIT_THRESHOLD = 0.5
-
-
-@dataclass(frozen=True)
-class GenerateSettings:
-    """The `generate` section of params.yaml."""
-
-    sampler: str = "ddim"                  # ddpm | ddim | dpmsolver++
-    steps: int = 25                        # inference timesteps
-    guidance_scale: float = 100.0          # s in s * grad log p(y | x_t); tune per classifier
-    eta: float = 0.0                       # DDIM noise (0: deterministic); ddim only
-    seed: int = 0
-    batch_size: int = 16                   # images per forward pass (does not change the images)
-    quota: str | dict[str, int] = "balance"  # "balance" or {class: guided images}
-    balance_factor: float = 1.0            # balance: top each class up to factor x the commonest
-    min_per_class: int = 8                 # balance: at least this many guided images per class
-    control_per_class: int = 8             # unguided controls per class (same seeds, scale 0)
-
-    def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler '{self.sampler}' is not one of {', '.join(SAMPLERS)}")
-        if self.eta and self.sampler != "ddim":
-            raise ValueError(f"eta {self.eta} is only used by ddim; set it to 0 for {self.sampler}")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be >= 1")
-        if self.guidance_scale < 0 or self.balance_factor < 0 or min(self.min_per_class, self.control_per_class) < 0:
-            raise ValueError("guidance_scale, balance_factor, min_per_class, control_per_class must be >= 0")
-        if isinstance(self.quota, str) and self.quota != "balance":
-            raise ValueError(f"quota '{self.quota}' is neither 'balance' nor a mapping {{class: count}}")
+from augment.samplers import check_model_pair, sample
+from augment.settings import GenerateSettings
+from augment.synthetic import HIT_THRESHOLD, MANIFEST_COLUMNS
+from core.errors import StageError
+from core.io import write_csv, write_json
 
 
 @dataclass(frozen=True)
@@ -111,8 +82,6 @@ def plan_quota(settings: GenerateSettings, class_names: Sequence[str],
         if unknown:
             raise StageError(f"params.yaml: generate.quota: unknown class(es) {', '.join(unknown)}; "
                              f"known: {', '.join(class_names)}")
-        if any(not isinstance(n, int) or n < 0 for n in settings.quota.values()):
-            raise StageError("params.yaml: generate.quota: counts must be integers >= 0")
         return {name: settings.quota.get(name, 0) for name in class_names}
     counts = {name: 0 for name in class_names}
     for tags in train_tags:
@@ -155,7 +124,7 @@ def load_models(unet_dir: Path, classifier_dir: Path, judge_dir: Path, class_nam
     for path, model in ((classifier_dir, models.classifier), (judge_dir, models.judge)):
         if list(model.config.class_names) != list(class_names):
             raise StageError(f"{path}: class names {list(model.config.class_names)} differ from "
-                             f"data/prepared {list(class_names)}")
+                             f"the prepared data's {list(class_names)}")
         if model.config.image_size != unet.config.sample_size:
             raise StageError(f"{path}: image size {model.config.image_size} differs from the UNet's "
                              f"{unet.config.sample_size}")

@@ -13,14 +13,11 @@ s -> `scale` (`generate.guidance_scale`).
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-# cond_fn(x_t [B,3,H,W], timesteps [B], target [B]) -> s * grad_x log p(target | x_t, t) [B,3,H,W]
-CondFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+from augment.samplers import CondFn
 
 
 def classifier_guidance(classifier: nn.Module, scale: float) -> CondFn:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from detection.report import markdown_table
-from pipelines.stage import StageError
+from core.errors import StageError
+from core.tables import markdown_table
 
 GENERATION, GEN_METRICS = Path("generation.json"), Path("gen_metrics.json")
 TRADEOFF_CSV, TRADEOFF_PNG = Path("sweep/tradeoff.csv"), Path("sweep/guidance_tradeoff.png")

@@ -18,7 +18,7 @@ shifted Gaussian with the same z. That is guided-diffusion's `condition_mean` (w
 the mean after x_0 is clipped), without re-deriving mu. Sigma_t is the variance the scheduler
 draws its noise with: fixed (beta-tilde or beta) or the model's learned one.
 
-Algorithm 2 (`ddim`, `dpm_solver_pp`): eps_hat = eps - sqrt(1 - alpha_bar_t) g, then the
+Algorithm 2 (`ddim`, `dpmsolver++`): eps_hat = eps - sqrt(1 - alpha_bar_t) g, then the
 scheduler's step on eps_hat (`DDIMScheduler` with eta, or
 `DPMSolverMultistepScheduler(algorithm_type="dpmsolver++")`), both built `from_config` of the
 trained DDPM scheduler.
@@ -33,89 +33,52 @@ image depends only on its generator's seed and not on the batch it is rendered i
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.models.unets.unet_2d import UNet2DOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from torch import nn
 from diffusers.utils.torch_utils import randn_tensor
+from torch import nn
 
-from augment.guidance import CondFn
 from augment.unet import PREDICTION_TYPES, eps_from_v
-from pipelines.stage import StageError
+from core.errors import StageError
 
 LEARNED_VARIANCE = ("learned", "learned_range")
+# cond_fn(x_t [B,3,H,W], timesteps [B], target [B]) -> s * grad_x log p(target | x_t, t) [B,3,H,W] (augment.guidance)
+CondFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def ddpm(
-    unet: UNet2DModel,
-    scheduler: DDPMScheduler,
-    generator: Sequence[torch.Generator],
-    *,
-    steps: int,
-    cond_fn: CondFn | None = None,
-    target: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """ADM Algorithm 1, classifier-guided ancestral sampling: x_0 [B, 3, H, W], B = len(generator)."""
-    scheduler = fresh_scheduler(DDPMScheduler, scheduler, steps)
-    x = initial_noise(unet, scheduler, generator)
-    for t in scheduler.timesteps:
-        x = guided_ddpm_step(unet, scheduler, x, t, generator, cond_fn, target)
-    return x
-
-
-def ddim(
-    unet: UNet2DModel,
-    scheduler: DDPMScheduler,
-    generator: Sequence[torch.Generator],
-    *,
-    steps: int,
-    cond_fn: CondFn | None = None,
-    target: torch.Tensor | None = None,
-    eta: float = 0.0,
-) -> torch.Tensor:
-    """ADM Algorithm 2, classifier-guided DDIM (eta = 0: deterministic given x_T)."""
-    scheduler = fresh_scheduler(DDIMScheduler, scheduler, steps)
-    x = initial_noise(unet, scheduler, generator)
-    for t in scheduler.timesteps:
-        x = guided_eps_step(unet, scheduler, x, t, cond_fn, target, eta=eta, generator=generator)
-    return x
-
-
-def dpm_solver_pp(
-    unet: UNet2DModel,
-    scheduler: DDPMScheduler,
-    generator: Sequence[torch.Generator],
-    *,
-    steps: int,
-    cond_fn: CondFn | None = None,
-    target: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """ADM Algorithm 2's eps shift under DPM-Solver++ (multistep, 2nd order; Lu et al. 2022)."""
-    scheduler = fresh_scheduler(DPMSolverMultistepScheduler, scheduler, steps, algorithm_type="dpmsolver++")
-    x = initial_noise(unet, scheduler, generator)
-    for t in scheduler.timesteps:
-        x = guided_eps_step(unet, scheduler, x, t, cond_fn, target)
-    return x
-
-
-SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "dpmsolver++": dpm_solver_pp}
+# name -> (diffusers scheduler built from the trained one's config, its settings). `ddpm` steps by
+# Algorithm 1; `ddim` (with eta) and `dpmsolver++` (Lu et al. 2022, multistep, 2nd order) by Algorithm 2.
+SAMPLERS = {
+    "ddpm": (DDPMScheduler, {}),
+    "ddim": (DDIMScheduler, {}),
+    "dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
+}
 
 
 def sample(name: str, unet: UNet2DModel, scheduler: DDPMScheduler, generator: Sequence[torch.Generator],
            *, steps: int, cond_fn: CondFn | None = None, target: torch.Tensor | None = None,
            eta: float = 0.0) -> torch.Tensor:
-    """Run sampler `name` (ddpm | ddim | dpmsolver++); eta is DDIM's and must be 0 for the others."""
-    if name not in SAMPLERS:
-        raise StageError(f"params.yaml: generate.sampler: '{name}' is not one of {', '.join(SAMPLERS)}")
-    if eta and name != "ddim":
-        raise StageError(f"params.yaml: generate.eta: {eta} is only used by ddim; set it to 0 for {name}")
+    """x_0 [B, 3, H, W] (B = len(generator)) by sampler `name` (SAMPLERS) in `steps` steps, guided
+    by `cond_fn` toward `target` [B] when given; eta is DDIM's and must be 0 for the others."""
+    if name not in SAMPLERS or (eta and name != "ddim"):
+        raise ValueError(f"sampler {name!r} with eta {eta}: the settings classes admit only "
+                         f"{', '.join(SAMPLERS)}, and eta only for ddim")
     check_model_pair(unet, scheduler)
-    unet, scheduler = as_epsilon_model(unet, scheduler)
-    kwargs = {"eta": eta} if name == "ddim" else {}
-    return SAMPLERS[name](unet, scheduler, generator, steps=steps, cond_fn=cond_fn, target=target, **kwargs)
+    unet, trained = as_epsilon_model(unet, scheduler)
+    scheduler_class, overrides = SAMPLERS[name]
+    scheduler = fresh_scheduler(scheduler_class, trained, steps, **overrides)
+    ddim_kwargs = {"eta": eta, "generator": generator} if name == "ddim" else {}
+    x = initial_noise(unet, scheduler, generator)
+    for t in scheduler.timesteps:
+        if name == "ddpm":
+            x = guided_ddpm_step(unet, scheduler, x, t, generator, cond_fn, target)
+        else:
+            x = guided_eps_step(unet, scheduler, x, t, cond_fn, target, **ddim_kwargs)
+    return x
 
 
 class EpsilonView(nn.Module):
@@ -186,7 +149,8 @@ def ddpm_variance(scheduler: DDPMScheduler, t: torch.Tensor, model_output: torch
 def fresh_scheduler(cls: type[SchedulerMixin], trained: DDPMScheduler, steps: int, **overrides) -> SchedulerMixin:
     """A new `cls` built from the trained DDPM scheduler's config, with `steps` inference timesteps."""
     if steps < 1 or steps > trained.config.num_train_timesteps:
-        raise StageError(f"params.yaml: generate.steps: {steps} is not in 1..{trained.config.num_train_timesteps}")
+        raise StageError(f"{steps} sampling steps: must be in 1..{trained.config.num_train_timesteps}, the UNet's "
+                         "num_train_timesteps")
     scheduler = cls.from_config(trained.config, **overrides)
     scheduler.set_timesteps(steps)
     return scheduler

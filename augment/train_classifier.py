@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,34 +27,57 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import MultilabelAveragePrecision
 from tqdm.auto import tqdm
 
-from augment.classifier import ClassifierConfig, NoisyLitterClassifier
-from augment.data import GENERATIVE_SPLITS, AugmentedImages, ImageSet, classifier_augmentation, load_image_set, to_model_range
-from augment.train_unet import over_budget, resolve_mixed_precision, warn_time_stop
+from augment.classifier import POOLS, NoisyLitterClassifier
+from augment.data import (
+    GENERATIVE_SPLITS,
+    AugmentedImages,
+    ImageSet,
+    classifier_augmentation,
+    load_image_set,
+    to_model_range,
+)
+from augment.training import MIXED_PRECISION, over_budget, resolve_mixed_precision, warn_time_stop
 from augment.unet import ArchConfig
-from pipelines.stage import StageError
+from core.errors import StageError
+from core.params import check_at_least, check_choice
 
 
 @dataclass(frozen=True)
 class ClassifierTrainConfig:
     """The `classifier` and `judge` params sections."""
 
-    seed: int = 1
-    model: ArchConfig = field(default_factory=lambda: ArchConfig(dropout=0.0))
-    pool: str = "attention"            # attention | adaptive
-    noised: bool = True                # False: t = 0 always (the judge)
-    batch_size: int = 64
-    lr: float = 3e-4                   # AdamW
-    weight_decay: float = 0.05
-    anneal_lr: bool = True             # linear decay to 0 at max_steps
-    max_steps: int = 600               # stop at this many steps ...
-    max_minutes: float | None = None   # ... or after this much training time (null: no time limit)
-    augment_strength: float = 1.0      # 0: flips only; 1: mild shift-scale + colour jitter
-    mixed_precision: str = "auto"      # auto | no | bf16 | fp16
-    eval_buckets: int = 5              # val metrics per noise level bucket of t (1 when not noised)
-    eval_seed: int = 0
-    init_from_unet: bool = False       # start the encoder from the trained UNet's (noised only)
-    low_noise_share: float = 0.0       # share of each batch with t uniform in [0, low_noise_max_t) ...
-    low_noise_max_t: int = 50          # ... instead of over the whole schedule (noised only)
+    seed: int
+    model: ArchConfig
+    pool: str                          # attention | adaptive
+    noised: bool                       # False: t = 0 always (the judge)
+    batch_size: int
+    lr: float                          # AdamW
+    weight_decay: float
+    anneal_lr: bool                    # linear decay to 0 at max_steps
+    max_steps: int                     # stop at this many steps ...
+    max_minutes: float | None          # ... or after this much training time (null: no time limit)
+    augment_strength: float            # 0: flips only; 1: mild shift-scale + colour jitter
+    mixed_precision: str               # auto | no | bf16 | fp16
+    eval_buckets: int                  # val metrics per noise level bucket of t (1 when not noised)
+    eval_seed: int
+    init_from_unet: bool               # start the encoder from the trained UNet's (noised only)
+    low_noise_share: float             # share of each batch with t uniform in [0, low_noise_max_t) ...
+    low_noise_max_t: int               # ... instead of over the whole schedule (noised only)
+
+    def __post_init__(self) -> None:
+        check_choice(self, "pool", POOLS)
+        check_choice(self, "mixed_precision", MIXED_PRECISION)
+        check_at_least(self, 1, "batch_size", "max_steps", "eval_buckets")
+        check_at_least(self, 0, "weight_decay", "augment_strength")
+        if not self.lr > 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if not 0 <= self.low_noise_share <= 1:
+            raise ValueError(f"low_noise_share: must be in [0, 1], got {self.low_noise_share}")
+        if not self.noised:
+            for name in ("init_from_unet", "low_noise_share"):
+                if getattr(self, name):
+                    raise ValueError(f"{name}: needs noised: true; a clean classifier (the judge) sees t = 0 only "
+                                     "and must not share the generator's weights")
 
 
 @dataclass
@@ -80,34 +103,30 @@ def sample_timesteps(cfg: ClassifierTrainConfig, n_steps: int, batch: int, gen: 
     return torch.where(low, torch.randint(0, cfg.low_noise_max_t, (batch,), generator=gen), t)
 
 
-def check_settings(cfg: ClassifierTrainConfig, scheduler: DDPMScheduler | None) -> None:
-    """The settings that only make sense for a noised classifier, and the low-noise ranges."""
-    if not 0 <= cfg.low_noise_share <= 1:
-        raise StageError(f"low_noise_share must be in [0, 1], got {cfg.low_noise_share}")
-    if not cfg.noised:
-        for name in ("init_from_unet", "low_noise_share"):
-            if getattr(cfg, name):
-                raise StageError(f"{name} needs noised: true; a clean classifier (the judge) sees t = 0 only "
-                                 "and must not share the generator's weights")
-    elif not 1 <= cfg.low_noise_max_t <= scheduler.config.num_train_timesteps:
-        raise StageError(f"low_noise_max_t must be in [1, {scheduler.config.num_train_timesteps}] (the UNet's "
-                         f"num_train_timesteps), got {cfg.low_noise_max_t}")
+def check_low_noise_range(cfg: ClassifierTrainConfig, name: str, scheduler: DDPMScheduler | None) -> None:
+    """low_noise_max_t lies inside the UNet's schedule (known only once models/unet exists)."""
+    if scheduler is not None and not 1 <= cfg.low_noise_max_t <= scheduler.config.num_train_timesteps:
+        raise StageError(f"params.yaml: {name}.low_noise_max_t: must be in [1, "
+                         f"{scheduler.config.num_train_timesteps}] (the UNet's num_train_timesteps), "
+                         f"got {cfg.low_noise_max_t}")
 
 
-def train_classifier(cfg: ClassifierTrainConfig, prepared: Path | str, unet_dir: Path | str | None) -> TrainedClassifier:
-    """Train on train + tagged (noised with the schedule in unet_dir unless cfg.noised is False), eval on val."""
-    scheduler_dir = Path(unet_dir) / "scheduler" if unet_dir is not None else None
-    if cfg.noised and (scheduler_dir is None or not scheduler_dir.is_dir()):
+def train_classifier(cfg: ClassifierTrainConfig, name: str, prepared: Path | str,
+                     unet_dir: Path | str) -> TrainedClassifier:
+    """Train section `name` (classifier | judge) on train + tagged, noised with the schedule in
+    unet_dir unless cfg.noised is False; evaluate on val."""
+    scheduler_dir = Path(unet_dir) / "scheduler"
+    if cfg.noised and not scheduler_dir.is_dir():
         raise StageError(f"{scheduler_dir}: noise schedule not found; run train_unet first")
     scheduler = DDPMScheduler.from_pretrained(str(scheduler_dir)) if cfg.noised else None
-    check_settings(cfg, scheduler)
+    check_low_noise_range(cfg, name, scheduler)
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision, PartialState().device))
     data = load_image_set(prepared, GENERATIVE_SPLITS)
     set_seed(cfg.seed)
-    model = NoisyLitterClassifier(ClassifierConfig(
+    model = NoisyLitterClassifier.from_arch(
         class_names=data.class_names, image_size=data.image_size, arch=cfg.model, pool=cfg.pool,
-        num_train_timesteps=scheduler.config.num_train_timesteps if scheduler else 1000,
-    ))
+        num_train_timesteps=scheduler.config.num_train_timesteps if scheduler else 1000, where=f"params.yaml: {name}.model",
+    )
     if cfg.init_from_unet:
         model.copy_unet_encoder(unet_dir)
     loader = DataLoader(
@@ -117,7 +136,7 @@ def train_classifier(cfg: ClassifierTrainConfig, prepared: Path | str, unet_dir:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight(data.targets).to(accelerator.device))
-    steps, stop_reason, minutes = fit(cfg, accelerator, model, optimizer, loader, loss_fn, scheduler)
+    steps, stop_reason, minutes = fit(cfg, f"train_{name}", accelerator, model, optimizer, loader, loss_fn, scheduler)
     model = accelerator.unwrap_model(model).float().eval()
     report = {"steps": steps, "stop_reason": stop_reason, "train_minutes": round(minutes, 2),
               "n_train_images": len(data.images), "pos_weight": pos_weight(data.targets).tolist()}
@@ -126,11 +145,13 @@ def train_classifier(cfg: ClassifierTrainConfig, prepared: Path | str, unet_dir:
     return TrainedClassifier(model, report, accelerator.is_main_process)
 
 
-def fit(cfg, accelerator, model, optimizer, loader, loss_fn, scheduler) -> tuple[int, str, float]:
+def fit(cfg: ClassifierTrainConfig, stage: str, accelerator: Accelerator, model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer, loader: DataLoader, loss_fn: torch.nn.Module,
+        scheduler: DDPMScheduler | None) -> tuple[int, str, float]:
     """The optimisation loop; returns (steps, stop reason, minutes)."""
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + accelerator.process_index)
     n_steps = scheduler.config.num_train_timesteps if scheduler else 1
-    bar = tqdm(total=cfg.max_steps, desc="train_classifier" if cfg.noised else "train_judge",
+    bar = tqdm(total=cfg.max_steps, desc=stage,
                disable=not accelerator.is_local_main_process, dynamic_ncols=True)
     step, started, stop_reason = 0, time.perf_counter(), "max_steps"
     model.train()
@@ -153,8 +174,7 @@ def fit(cfg, accelerator, model, optimizer, loader, loss_fn, scheduler) -> tuple
                 break
     bar.close()
     if stop_reason == "max_minutes":
-        warn_time_stop("train_classifier" if cfg.noised else "train_judge", cfg.max_minutes, step, cfg.max_steps,
-                       accelerator)
+        warn_time_stop(stage, cfg.max_minutes, step, cfg.max_steps, accelerator)
     return step, stop_reason, (time.perf_counter() - started) / 60
 
 
@@ -191,6 +211,6 @@ def evaluate(model: NoisyLitterClassifier, val: ImageSet, scheduler: DDPMSchedul
 
     report = {"class_names": names, "n_val_images": len(x0),
               "buckets": [score(lo, hi) for lo, hi in bucket_ranges(n_steps, cfg.eval_buckets if scheduler else 1)]}
-    if cfg.low_noise_share > 0:  # noised only (check_settings)
+    if cfg.low_noise_share > 0:  # noised only (ClassifierTrainConfig)
         report["low_noise"] = score(0, cfg.low_noise_max_t)
     return report

@@ -1,11 +1,12 @@
-"""Train the unconditional ADM-style UNet (eps prediction, L_simple or L_hybrid) with accelerate.
+"""Train the unconditional ADM-style UNet (eps or v prediction, L_simple or L_hybrid) with accelerate.
 
 Ho et al. 2020 (DDPM, L_simple), Nichol & Dhariwal 2021 (cosine schedule, learned variance,
-L_hybrid), Dhariwal & Nichol 2021 (ADM architecture). One optimisation step = `grad_accum`
-micro-batches of `batch_size` images per process. Every step draws its noise eps, timesteps t
-and flips from a generator seeded by (seed, micro-batch number, process), and its batch from
-`EpochBatchSampler`, so a run resumed from a checkpoint (`accelerator.save_state`, with the EMA
-and the progress registered) replays exactly what an uninterrupted run would have done.
+L_hybrid), Dhariwal & Nichol 2021 (ADM architecture), Salimans & Ho 2022 (v-prediction). One
+optimisation step = `grad_accum` micro-batches of `batch_size` images per process. Every step
+draws its noise eps, timesteps t and flips from a generator seeded by (seed, micro-batch number,
+process), and its batch from `EpochBatchSampler`, so a run resumed from a checkpoint
+(`accelerator.save_state`, with the EMA and the progress registered) replays exactly what an
+uninterrupted run would have done.
 """
 
 from __future__ import annotations
@@ -18,60 +19,77 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import broadcast, set_seed
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 import augment.data
+import augment.training
 import augment.unet
 from augment.data import GENERATIVE_SPLITS, EpochBatchSampler, IndexDataset, load_image_set, to_model_range
+from augment.samplers import sample
+from augment.training import MIXED_PRECISION, over_budget, resolve_mixed_precision, warn_time_stop
 from augment.unet import ArchConfig, ScheduleConfig, build_scheduler, build_unet, diffusion_loss
-from pipelines.stage import StageError, to_jsonable, write_json
+from core.io import write_json
+from core.params import check_at_least, check_choice, to_jsonable
 
 LOSS_COLUMNS = ("step", "loss", "lr", "images_per_s")
 
 
 @dataclass(frozen=True)
 class EmaConfig:
-    max_decay: float = 0.9999          # decay = min(max_decay, 1 - (1 + step / inv_gamma) ** -power)
-    use_ema_warmup: bool = True
-    inv_gamma: float = 1.0
-    power: float = 0.75
+    max_decay: float                   # decay = min(max_decay, 1 - (1 + step / inv_gamma) ** -power)
+    use_ema_warmup: bool
+    inv_gamma: float
+    power: float
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_decay < 1:
+            raise ValueError(f"max_decay: must be in [0, 1), got {self.max_decay}")
 
 
 @dataclass(frozen=True)
 class UNetTrainConfig:
     """The `unet` params section."""
 
-    seed: int = 0
-    model: ArchConfig = field(default_factory=ArchConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    vlb_weight: float = 0.001          # lambda of L_hybrid (learned variance only)
-    snr_gamma: float | None = None     # Min-SNR-gamma loss weighting (e.g. 5.0); null: plain L_simple
-    batch_size: int = 32               # images per process per micro-batch
-    grad_accum: int = 1                # micro-batches per optimisation step
-    lr: float = 3e-4                   # AdamW, linear warm-up then constant
-    warmup_steps: int = 100
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0             # max global gradient norm
-    mixed_precision: str = "auto"      # auto | no | bf16 | fp16
-    hflip: bool = True                 # random horizontal flips
-    max_steps: int = 1000              # stop at this many optimisation steps ...
-    max_minutes: float | None = None   # ... or after this much training time (null: no time limit)
-    checkpoint_every: int = 100        # steps between `accelerator.save_state` checkpoints
-    keep_checkpoints: int = 2
-    log_every: int = 10                # steps per row of the loss log
-    ema: EmaConfig = field(default_factory=EmaConfig)
-    n_samples: int = 16                # samples.png: DDIM samples from the EMA model
-    sample_steps: int = 50
-    sample_seed: int = 0
+    seed: int
+    model: ArchConfig
+    schedule: ScheduleConfig
+    vlb_weight: float                  # lambda of L_hybrid (learned variance only)
+    snr_gamma: float | None            # Min-SNR-gamma loss weighting (e.g. 5.0); null: plain L_simple
+    batch_size: int                    # images per process per micro-batch
+    grad_accum: int                    # micro-batches per optimisation step
+    lr: float                          # AdamW, linear warm-up then constant
+    warmup_steps: int
+    weight_decay: float
+    grad_clip: float                   # max global gradient norm
+    mixed_precision: str               # auto | no | bf16 | fp16
+    hflip: bool                        # random horizontal flips
+    max_steps: int                     # stop at this many optimisation steps ...
+    max_minutes: float | None          # ... or after this much training time (null: no time limit)
+    checkpoint_every: int              # steps between `accelerator.save_state` checkpoints
+    keep_checkpoints: int
+    log_every: int                     # steps per row of the loss log
+    ema: EmaConfig
+    n_samples: int                     # samples.png: DDIM samples from the EMA model
+    sample_steps: int
+    sample_seed: int
+
+    def __post_init__(self) -> None:
+        check_choice(self, "mixed_precision", MIXED_PRECISION)
+        check_at_least(self, 1, "batch_size", "grad_accum", "max_steps", "checkpoint_every", "keep_checkpoints",
+                       "log_every", "n_samples", "sample_steps")
+        check_at_least(self, 0, "warmup_steps", "weight_decay", "vlb_weight")
+        if not self.lr > 0 or not self.grad_clip > 0:
+            raise ValueError(f"lr and grad_clip must be > 0, got {self.lr} and {self.grad_clip}")
 
 
 # Settings that may change between a checkpoint and its resumption without invalidating it.
@@ -104,18 +122,6 @@ class TrainedUNet:
     is_main: bool
 
 
-def resolve_mixed_precision(setting: str, device: torch.device) -> str:
-    """auto: bf16 (or fp16) autocast on a GPU; bf16 on a CPU only where it has bf16 instructions."""
-    if setting not in ("auto", "no", "bf16", "fp16"):
-        raise StageError(f"params.yaml: unet.mixed_precision: '{setting}' is not auto, no, bf16 or fp16")
-    if setting != "auto":
-        return setting
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    has_bf16 = torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX") or torch.cpu._is_amx_tile_supported()
-    return "bf16" if has_bf16 else "no"
-
-
 def fingerprint(cfg: UNetTrainConfig, images: torch.Tensor) -> str:
     """Hash of the settings, data and training code a checkpoint depends on (a mismatch: start afresh).
 
@@ -125,7 +131,7 @@ def fingerprint(cfg: UNetTrainConfig, images: torch.Tensor) -> str:
     settings = {k: v for k, v in to_jsonable(cfg).items() if k not in RESUMABLE_KEYS}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     digest.update(images.numpy().tobytes())
-    for module in (augment.unet, augment.data, sys.modules[__name__]):
+    for module in (augment.unet, augment.data, augment.training, sys.modules[__name__]):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -168,26 +174,29 @@ def noised_batch(cfg: UNetTrainConfig, scheduler: DDPMScheduler, x0: torch.Tenso
     return x0, scheduler.add_noise(x0, noise, t), t, noise
 
 
-def over_budget(max_minutes: float | None, elapsed_s: float) -> bool:
-    return max_minutes is not None and elapsed_s >= max_minutes * 60
-
-
-def warn_time_stop(stage: str, max_minutes: float, step: int, max_steps: int, accelerator: Accelerator) -> None:
-    """A run cut by the clock ends at a step count that depends on the machine and its load."""
-    accelerator.print(
-        f"{stage}: WARNING: stopped by max_minutes ({max_minutes}) at step {step} of {max_steps}; the "
-        f"weights depend on this machine's speed. For reproducible runs set max_minutes: null and size max_steps."
-    )
-
-
 def warmup_lr(cfg: UNetTrainConfig, step: int) -> float:
     """Learning rate of optimisation step `step` (0-based): linear warm-up, then constant."""
     return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
 
 
-def build_training(cfg: UNetTrainConfig, image_size: int, accelerator: Accelerator):
+@dataclass
+class TrainingState:
+    """What the optimisation loop works on, built by `build_training`."""
+
+    accelerator: Accelerator
+    unet: UNet2DModel                  # prepared by accelerate (possibly DDP-wrapped)
+    ema: EMAModel
+    optimizer: torch.optim.Optimizer
+    scheduler: DDPMScheduler
+    images: torch.Tensor               # uint8 [N, 3, S, S], the whole training set
+    progress: Progress
+    checkpoint: Callable[[int], None]  # save a checkpoint at this step
+
+
+def build_training(cfg: UNetTrainConfig, images: torch.Tensor, accelerator: Accelerator,
+                   checkpoint: Callable[[int], None]) -> TrainingState:
     set_seed(cfg.seed)
-    unet = build_unet(cfg.model, cfg.schedule, image_size)
+    unet = build_unet(cfg.model, cfg.schedule, int(images.shape[-1]))
     ema = EMAModel(
         unet.parameters(), decay=cfg.ema.max_decay, use_ema_warmup=cfg.ema.use_ema_warmup,
         inv_gamma=cfg.ema.inv_gamma, power=cfg.ema.power, model_cls=UNet2DModel, model_config=unet.config,
@@ -195,7 +204,8 @@ def build_training(cfg: UNetTrainConfig, image_size: int, accelerator: Accelerat
     ema.to(accelerator.device)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=warmup_lr(cfg, 0), weight_decay=cfg.weight_decay)
     unet, optimizer = accelerator.prepare(unet, optimizer)
-    return unet, ema, optimizer
+    return TrainingState(accelerator, unet, ema, optimizer, build_scheduler(cfg.schedule), images, Progress(),
+                         checkpoint)
 
 
 def train_unet(cfg: UNetTrainConfig, prepared: Path | str, checkpoint_dir: Path | str) -> TrainedUNet:
@@ -205,60 +215,62 @@ def train_unet(cfg: UNetTrainConfig, prepared: Path | str, checkpoint_dir: Path 
         mixed_precision=resolve_mixed_precision(cfg.mixed_precision, PartialState().device),
     )
     data = load_image_set(prepared, GENERATIVE_SPLITS)
-    scheduler = build_scheduler(cfg.schedule)
-    unet, ema, optimizer = build_training(cfg, data.image_size, accelerator)
-    progress = Progress()
-    accelerator.register_for_checkpointing(ema, progress)
     checkpoint_dir, key = Path(checkpoint_dir), fingerprint(cfg, data.images)
+    state = build_training(cfg, data.images, accelerator,
+                           lambda step: save_checkpoint(accelerator, checkpoint_dir, step, key, cfg.keep_checkpoints))
+    accelerator.register_for_checkpointing(state.ema, state.progress)
     resume_from = latest_checkpoint(checkpoint_dir, key)
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
-        accelerator.print(f"train_unet: resumed from {resume_from} (step {progress.step})")
+        accelerator.print(f"train_unet: resumed from {resume_from} (step {state.progress.step})")
     elif accelerator.is_main_process and checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)  # checkpoints of other settings or data
     accelerator.wait_for_everyone()
-    stop_reason = run_loop(cfg, accelerator, unet, ema, optimizer, scheduler, data.images, progress,
-                           lambda step: save_checkpoint(accelerator, checkpoint_dir, step, key, cfg.keep_checkpoints))
-    raw = accelerator.unwrap_model(unet)  # fp32 weights: mixed precision only autocasts
+    stop_reason = run_loop(cfg, state)
+    raw = accelerator.unwrap_model(state.unet)  # fp32 weights: mixed precision only autocasts
     ema_unet = UNet2DModel.from_config(raw.config)
-    ema.copy_to(ema_unet.parameters())
+    state.ema.copy_to(ema_unet.parameters())
     summary = {
-        "steps": progress.step, "stop_reason": stop_reason, "train_minutes": round(progress.elapsed_s / 60, 2),
-        "n_images": len(data.images), "image_size": data.image_size, "resumed_from": resume_from,
-        "mixed_precision": accelerator.mixed_precision, "num_processes": accelerator.num_processes,
-        "n_parameters": sum(p.numel() for p in raw.parameters()), "ema_decay": ema.cur_decay_value,
+        "steps": state.progress.step, "stop_reason": stop_reason,
+        "train_minutes": round(state.progress.elapsed_s / 60, 2), "n_images": len(data.images),
+        "image_size": data.image_size, "resumed_from": resume_from, "mixed_precision": accelerator.mixed_precision,
+        "num_processes": accelerator.num_processes, "n_parameters": sum(p.numel() for p in raw.parameters()),
+        "ema_decay": state.ema.cur_decay_value,
     }
-    loss_log = pd.DataFrame(progress.rows, columns=list(LOSS_COLUMNS))
-    return TrainedUNet(ema_unet.eval(), raw.eval(), scheduler, loss_log, summary, accelerator.is_main_process)
+    loss_log = pd.DataFrame(state.progress.rows, columns=list(LOSS_COLUMNS))
+    return TrainedUNet(ema_unet.eval(), raw.eval(), state.scheduler, loss_log, summary, accelerator.is_main_process)
 
 
-def run_loop(cfg, accelerator, unet, ema, optimizer, scheduler, images, progress, checkpoint) -> str:
+def run_loop(cfg: UNetTrainConfig, state: TrainingState) -> str:
     """The optimisation loop from progress.step on; returns why it stopped (max_steps | max_minutes)."""
+    accelerator, unet, progress = state.accelerator, state.unet, state.progress
     per_step = cfg.grad_accum * accelerator.num_processes
     remaining = max(cfg.max_steps - progress.step, 0)
-    sampler = EpochBatchSampler(len(images), cfg.batch_size, cfg.seed, progress.step * per_step, remaining * per_step)
-    loader = accelerator.prepare(DataLoader(IndexDataset(len(images)), batch_sampler=sampler))
+    n_images = len(state.images)
+    sampler = EpochBatchSampler(n_images, cfg.batch_size, cfg.seed, progress.step * per_step, remaining * per_step)
+    loader = accelerator.prepare(DataLoader(IndexDataset(n_images), batch_sampler=sampler))
     bar = tqdm(total=cfg.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process,
                desc="train_unet", dynamic_ncols=True)
     window_loss, window_start, window_steps, started = 0.0, time.perf_counter(), 0, time.perf_counter() - progress.elapsed_s
     stop_reason = "max_steps"
     for micro, indices in enumerate(loader, start=progress.step * cfg.grad_accum):
         with accelerator.accumulate(unet):
-            x0 = to_model_range(images[indices.cpu()]).to(accelerator.device)
-            x0, x_t, t, noise = noised_batch(cfg, scheduler, x0, step_generator(cfg, micro, accelerator))
-            loss = diffusion_loss(scheduler, unet(x_t, t).sample, x0, x_t, t, noise, cfg.vlb_weight, cfg.snr_gamma)
+            x0 = to_model_range(state.images[indices.cpu()]).to(accelerator.device)
+            x0, x_t, t, noise = noised_batch(cfg, state.scheduler, x0, step_generator(cfg, micro, accelerator))
+            loss = diffusion_loss(state.scheduler, unet(x_t, t).sample, x0, x_t, t, noise, cfg.vlb_weight,
+                                  cfg.snr_gamma)
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            state.optimizer.step()
+            state.optimizer.zero_grad(set_to_none=True)
         window_loss += loss.detach().float() / cfg.grad_accum
         if not accelerator.sync_gradients:
             continue
-        ema.step(accelerator.unwrap_model(unet).parameters())
+        state.ema.step(accelerator.unwrap_model(unet).parameters())
         progress.step += 1
         window_steps += 1
-        for group in optimizer.param_groups:
+        for group in state.optimizer.param_groups:
             group["lr"] = warmup_lr(cfg, progress.step)
         progress.elapsed_s = time.perf_counter() - started
         if progress.step % cfg.log_every == 0 or progress.step == cfg.max_steps:
@@ -272,7 +284,7 @@ def run_loop(cfg, accelerator, unet, ema, optimizer, scheduler, images, progress
         out_of_time = torch.tensor([over_budget(cfg.max_minutes, progress.elapsed_s)], device=accelerator.device)
         out_of_time = broadcast(out_of_time).item() if accelerator.num_processes > 1 else out_of_time.item()
         if progress.step % cfg.checkpoint_every == 0 or progress.step == cfg.max_steps or out_of_time:
-            checkpoint(progress.step)
+            state.checkpoint(progress.step)
         if out_of_time:
             stop_reason = "max_minutes"
             break
@@ -282,25 +294,17 @@ def run_loop(cfg, accelerator, unet, ema, optimizer, scheduler, images, progress
     return stop_reason
 
 
-@torch.no_grad()
-def sample_images(unet: UNet2DModel, scheduler: DDPMScheduler, n: int, steps: int, seed: int) -> torch.Tensor:
-    """n DDIM (eta = 0) samples [n, 3, S, S] in [-1, 1]; eps = the first 3 output channels."""
-    ddim = DDIMScheduler.from_config(scheduler.config)
-    ddim.set_timesteps(steps)
-    device = next(unet.parameters()).device
-    size = unet.config.sample_size
-    x = torch.randn((n, 3, size, size), generator=torch.Generator().manual_seed(seed)).to(device)
-    for t in ddim.timesteps:
-        eps = unet(x, t.to(device)).sample[:, :3]
-        x = ddim.step(eps, t, x).prev_sample
-    return x.clamp(-1, 1)
+def sample_grid(unet: UNet2DModel, scheduler: DDPMScheduler, n: int, steps: int, seed: int) -> torch.Tensor:
+    """n unguided DDIM (eta = 0) samples [n, 3, S, S] in [-1, 1]; sample i draws from seed + i."""
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(n)]
+    return sample("ddim", unet, scheduler, generators, steps=steps).clamp(-1, 1)
 
 
 def write_unet_outputs(result: TrainedUNet, cfg: UNetTrainConfig, model_dir: Path, report_dir: Path) -> None:
     """models/unet: EMA UNet (save_pretrained) + scheduler/ + params.json + samples.png; loss.csv."""
     result.ema_unet.save_pretrained(model_dir)
     result.scheduler.save_pretrained(model_dir / "scheduler")
-    samples = sample_images(result.ema_unet, result.scheduler, cfg.n_samples, cfg.sample_steps, cfg.sample_seed)
+    samples = sample_grid(result.ema_unet, result.scheduler, cfg.n_samples, cfg.sample_steps, cfg.sample_seed)
     save_image((samples + 1) / 2, model_dir / "samples.png", nrow=max(1, int(cfg.n_samples**0.5)), padding=1)
     write_json(model_dir / "params.json", {"unet": cfg, "training": result.summary})
     result.loss_log.to_csv(report_dir / "loss.csv", index=False)

@@ -28,47 +28,57 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import compute_snr
 
-from pipelines.stage import StageError
+from core.errors import StageError
+from core.params import check_at_least, check_choice
 
 
 @dataclass(frozen=True)
 class ArchConfig:
     """The UNet's (and the classifier encoder's) shape, one level per entry of block_out_channels."""
 
-    block_out_channels: tuple[int, ...] = (32, 64, 64)  # width per resolution level
-    layers_per_block: int = 1                 # res-blocks per level (ADM num_res_blocks)
-    attention_resolutions: tuple[int, ...] = (8,)  # feature-map sizes (px) with self-attention
-    attention_head_dim: int = 32              # channels per attention head (ADM num_head_channels)
-    dropout: float = 0.1
-    norm_num_groups: int = 16
-    resnet_time_scale_shift: str = "scale_shift"  # scale_shift (AdaGN) | default (additive)
-    resblock_updown: bool = True              # BigGAN-style res-block down/up-sampling
+    block_out_channels: tuple[int, ...]       # width per resolution level
+    layers_per_block: int                     # res-blocks per level (ADM num_res_blocks)
+    attention_resolutions: tuple[int, ...]    # feature-map sizes (px) with self-attention
+    attention_head_dim: int                   # channels per attention head (ADM num_head_channels)
+    dropout: float
+    norm_num_groups: int
+    resnet_time_scale_shift: str              # scale_shift (AdaGN) | default (additive)
+    resblock_updown: bool                     # BigGAN-style res-block down/up-sampling
 
-
-@dataclass(frozen=True)
-class ScheduleConfig:
-    noise_schedule: str = "cosine"            # linear | cosine (squaredcos_cap_v2)
-    num_train_timesteps: int = 1000
-    learn_sigma: bool = False                 # 6 output channels + hybrid loss (improved DDPM)
-    prediction_type: str = "epsilon"          # epsilon | v_prediction (v = sqrt(a) eps - sqrt(1-a) x_0)
+    def __post_init__(self) -> None:
+        if not self.block_out_channels or not all(isinstance(w, int) and w >= 1 for w in self.block_out_channels):
+            raise ValueError(f"block_out_channels: expected a list of widths >= 1, got {self.block_out_channels!r}")
+        check_at_least(self, 1, "layers_per_block", "attention_head_dim", "norm_num_groups")
+        check_choice(self, "resnet_time_scale_shift", ("scale_shift", "default"))
+        for width in self.block_out_channels:
+            if width % self.norm_num_groups or width % self.attention_head_dim:
+                raise ValueError(f"block_out_channels: width {width} must be a multiple of norm_num_groups "
+                                 f"({self.norm_num_groups}) and attention_head_dim ({self.attention_head_dim})")
 
 
 BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
-def check_arch(arch: ArchConfig, image_size: int, where: str = "params.yaml: unet.model") -> None:
+@dataclass(frozen=True)
+class ScheduleConfig:
+    noise_schedule: str                       # linear | cosine (squaredcos_cap_v2)
+    num_train_timesteps: int
+    learn_sigma: bool                         # 6 output channels + hybrid loss (improved DDPM)
+    prediction_type: str                      # epsilon | v_prediction (v = sqrt(a) eps - sqrt(1-a) x_0)
+
+    def __post_init__(self) -> None:
+        check_choice(self, "noise_schedule", BETA_SCHEDULES)
+        check_choice(self, "prediction_type", PREDICTION_TYPES)
+        check_at_least(self, 2, "num_train_timesteps")
+
+
+def check_arch(arch: ArchConfig, image_size: int, where: str) -> None:
+    """The image size must halve cleanly at every level below the first."""
     levels = len(arch.block_out_channels)
     if image_size % 2 ** (levels - 1):
-        raise StageError(f"{where}: image size {image_size} is not divisible by 2^{levels - 1}")
-    for width in arch.block_out_channels:
-        if width % arch.norm_num_groups or width % arch.attention_head_dim:
-            raise StageError(
-                f"{where}: width {width} must be a multiple of norm_num_groups ({arch.norm_num_groups}) "
-                f"and attention_head_dim ({arch.attention_head_dim})"
-            )
-    if arch.resnet_time_scale_shift not in ("scale_shift", "default"):
-        raise StageError(f"{where}: resnet_time_scale_shift must be scale_shift or default")
+        raise StageError(f"{where}: image size {image_size} is not divisible by 2^{levels - 1} "
+                         f"({levels} levels in block_out_channels)")
 
 
 def level_resolutions(arch: ArchConfig, image_size: int) -> list[int]:
@@ -93,8 +103,8 @@ def up_block_types(arch: ArchConfig, image_size: int) -> tuple[str, ...]:
 
 
 def build_unet(arch: ArchConfig, schedule: ScheduleConfig, image_size: int) -> UNet2DModel:
-    """A fresh ADM-style UNet2DModel predicting eps (and the variance interpolation v if learn_sigma)."""
-    check_arch(arch, image_size)
+    """A fresh ADM-style UNet2DModel predicting eps or v (and the variance interpolation if learn_sigma)."""
+    check_arch(arch, image_size, where="params.yaml: unet.model")
     updown = "resnet" if arch.resblock_updown else "conv"
     return UNet2DModel(
         sample_size=image_size,
@@ -131,16 +141,6 @@ def unet_arch_mismatch(unet_config: dict, arch: ArchConfig, image_size: int) -> 
 
 
 def build_scheduler(schedule: ScheduleConfig) -> DDPMScheduler:
-    if schedule.noise_schedule not in BETA_SCHEDULES:
-        raise StageError(
-            f"params.yaml: unet.schedule.noise_schedule: '{schedule.noise_schedule}' is not one of "
-            f"{', '.join(BETA_SCHEDULES)}"
-        )
-    if schedule.prediction_type not in PREDICTION_TYPES:
-        raise StageError(
-            f"params.yaml: unet.schedule.prediction_type: '{schedule.prediction_type}' is not one of "
-            f"{', '.join(PREDICTION_TYPES)}"
-        )
     return DDPMScheduler(
         num_train_timesteps=schedule.num_train_timesteps,
         beta_schedule=BETA_SCHEDULES[schedule.noise_schedule],

@@ -3,9 +3,8 @@
     python bench/bench_diffusion.py [--quick] [--params params.yaml] [--device auto|cpu|cuda] [--threads N]
 
 Models are freshly initialised at the demo size from params.yaml (`unet`, `classifier`,
-`dataset.image_size`, `dataset.classes`, `generate.steps`) where those sections exist, else the
-library defaults; speed does not depend on the weights. Prints one table; record it in
-bench/RESULTS.md with the machine line.
+`dataset.image_size`, `dataset.classes`, `generate.steps`); speed does not depend on the weights.
+Prints one table; record it in bench/RESULTS.md with the machine line.
 """
 
 from __future__ import annotations
@@ -22,14 +21,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from augment.classifier import ClassifierConfig, NoisyLitterClassifier  # noqa: E402
+from diffusers import DDIMScheduler  # noqa: E402
+
+from augment.classifier import NoisyLitterClassifier  # noqa: E402
 from augment.guidance import classifier_guidance  # noqa: E402
 from augment.samplers import SAMPLERS, fresh_scheduler, guided_eps_step, sample, unet_output  # noqa: E402
 from augment.train_classifier import ClassifierTrainConfig  # noqa: E402
 from augment.train_unet import UNetTrainConfig, noised_batch  # noqa: E402
 from augment.unet import build_scheduler, build_unet, diffusion_loss  # noqa: E402
-from diffusers import DDIMScheduler  # noqa: E402
-from pipelines.stage import from_dict, read_params  # noqa: E402
+from core.params import read_params, section  # noqa: E402
+from detection.prepare import DatasetParams  # noqa: E402
 
 
 def timed(fn, device: torch.device, repeats: int, warmup: bool = True) -> float:
@@ -49,15 +50,14 @@ def timed(fn, device: torch.device, repeats: int, warmup: bool = True) -> float:
 
 
 def build_models(params: dict, device: torch.device):
-    unet_cfg = from_dict(UNetTrainConfig, params.get("unet") or {}, where="params.yaml: unet")
-    clf_cfg = from_dict(ClassifierTrainConfig, params.get("classifier") or {}, where="params.yaml: classifier")
-    dataset = params.get("dataset") or {}
-    size = int(dataset.get("image_size", 32))
-    names = tuple(dataset.get("classes", ("bottle", "can", "plastic_bag", "paper", "cigarette_butt")))
+    unet_cfg = section(UNetTrainConfig, "unet", params)
+    clf_cfg = section(ClassifierTrainConfig, "classifier", params)
+    dataset = section(DatasetParams, "dataset", params)
+    size, names = dataset.image_size, dataset.classes
     torch.manual_seed(0)
     unet = build_unet(unet_cfg.model, unet_cfg.schedule, size).to(device)
-    classifier = NoisyLitterClassifier(ClassifierConfig(class_names=names, image_size=size, arch=clf_cfg.model,
-                                                        pool=clf_cfg.pool)).to(device).eval()
+    classifier = NoisyLitterClassifier.from_arch(names, size, unet_cfg.schedule.num_train_timesteps, clf_cfg.model,
+                                                 clf_cfg.pool, where="params.yaml: classifier.model").to(device).eval()
     return unet_cfg, unet, build_scheduler(unet_cfg.schedule), classifier
 
 
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    params = read_params(args.params) if Path(args.params).is_file() else {}
-    steps = 5 if args.quick else int((params.get("generate") or {}).get("steps", 25))
+    params = read_params(args.params)
+    steps = 5 if args.quick else int(params["generate"]["steps"])
     batch, repeats = (8, 1) if args.quick else (16, 1)
 
     unet_cfg, unet, scheduler, classifier = build_models(params, device)

@@ -23,9 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from augment.generate import GenerateSettings, load_models, plan_images, render_shard, report  # noqa: E402
+from augment.generate import load_models, plan_images, render_shard, report  # noqa: E402
+from augment.settings import GenerateSettings  # noqa: E402
+from core.params import read_params, section  # noqa: E402
 from detection.prepared import class_names  # noqa: E402
-from pipelines.stage import read_params, section  # noqa: E402
+from pipelines.stage import Paths  # noqa: E402
 
 
 def run_scales(models, base: GenerateSettings, names: list[str], scales: list[float]):
@@ -54,15 +56,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-class", type=int, default=24, help="guided images (and controls) per class")
     parser.add_argument("--scales", type=float, nargs="+", default=None,
                         help="guidance scales (default: generate.guidance_scale)")
-    parser.add_argument("--classifier", default="models/classifier", help="guidance classifier directory")
-    parser.add_argument("--judge", default="models/judge", help="judge directory")
-    parser.add_argument("--root", default=".", help="repo root holding params.yaml, data/ and models/")
+    parser.add_argument("--classifier", default=None, help="guidance classifier directory (default: paths.classifier)")
+    parser.add_argument("--judge", default=None, help="judge directory (default: paths.judge)")
+    parser.add_argument("--root", default=".", help="repo root holding params.yaml and the paths it names")
     args = parser.parse_args(argv)
     os.chdir(args.root)
-    names = class_names("data/prepared")
-    base = section(GenerateSettings, "generate", read_params("params.yaml"))
+    params = read_params("params.yaml")
+    paths = section(Paths, "paths", params)
+    args.classifier, args.judge = args.classifier or paths.classifier, args.judge or paths.judge
+    names = class_names(paths.prepared)
+    base = section(GenerateSettings, "generate", params)
     base = dataclasses.replace(base, quota={name: args.per_class for name in names}, control_per_class=args.per_class)
-    models = load_models(Path("models/unet"), Path(args.classifier), Path(args.judge), names)
+    models = load_models(paths.unet, Path(args.classifier), Path(args.judge), names)
     print(f"classifier {args.classifier}, judge {args.judge}, {base.sampler} {base.steps} steps, seed {base.seed}")
     print("\n| scale | target | pairs | guided hit rate | control hit rate | wins / losses | McNemar p |")
     print("|---:|---|---:|---:|---:|---:|---:|")

@@ -22,11 +22,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from augment.gen_metrics import GenMetricsSettings, measure_generated, read_generated  # noqa: E402
-from augment.generate import GenerateSettings, load_models, write_csv  # noqa: E402
+from augment.gen_metrics import measure_generated  # noqa: E402
+from augment.generate import load_models  # noqa: E402
+from augment.settings import GenerateSettings, GenMetricsSettings  # noqa: E402
 from augment.sweep import render_point  # noqa: E402
+from augment.synthetic import read_generated  # noqa: E402
+from core.io import write_csv  # noqa: E402
+from core.params import read_params, section  # noqa: E402
 from detection.prepared import class_names, load_manifest  # noqa: E402
-from pipelines.stage import read_params, section  # noqa: E402
+from pipelines.stage import Paths  # noqa: E402
 
 FULL = [("ddpm", 250), ("ddim", 10), ("ddim", 25), ("ddim", 50),
         ("dpmsolver++", 10), ("dpmsolver++", 25), ("dpmsolver++", 50)]
@@ -62,18 +66,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="2 images per class, 5 configurations")
     parser.add_argument("--per-class", type=int, default=None, help="images per class (default 6, quick 2)")
     parser.add_argument("--scale", type=float, default=None, help="guidance scale (default: generate.guidance_scale)")
-    parser.add_argument("--root", default=".", help="repo root holding params.yaml, data/ and models/")
+    parser.add_argument("--root", default=".", help="repo root holding params.yaml and the paths it names")
     args = parser.parse_args(argv)
     os.chdir(args.root)
     params = read_params("params.yaml")
-    names = class_names("data/prepared")
+    paths = section(Paths, "paths", params)
+    names = class_names(paths.prepared)
     per_class = args.per_class or (2 if args.quick else 6)
     base = section(GenerateSettings, "generate", params)
     base = dataclasses.replace(base, quota={name: per_class for name in names},
                                guidance_scale=base.guidance_scale if args.scale is None else args.scale)
     metrics = dataclasses.replace(section(GenMetricsSettings, "gen_metrics", params), extractor="judge")
-    models = load_models(Path("models/unet"), Path("models/classifier"), Path("models/judge"), names)
-    real = load_manifest("data/prepared", (metrics.real_split,))
+    models = load_models(paths.unet, paths.classifier, paths.judge, names)
+    real = load_manifest(paths.prepared, (metrics.real_split,))
     rows = []
     for sampler, steps in QUICK if args.quick else FULL:
         rows.append(run_config(models, base, names, metrics, real, sampler, steps))

@@ -23,12 +23,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from torchvision.utils import save_image  # noqa: E402
+
 from augment.classifier import load_classifier  # noqa: E402
 from augment.data import load_image_set  # noqa: E402
 from augment.gen_metrics import JudgeFeatures, extract, frechet_distance, precision_recall  # noqa: E402
-from augment.train_unet import UNetTrainConfig, sample_images, train_unet  # noqa: E402
-from pipelines.stage import from_dict, read_params, to_jsonable  # noqa: E402
-from torchvision.utils import save_image  # noqa: E402
+from augment.train_unet import UNetTrainConfig, sample_grid, train_unet  # noqa: E402
+from core.params import from_dict, read_params, section, to_jsonable  # noqa: E402
+from pipelines.stage import Paths  # noqa: E402
 
 
 def with_overrides(section: dict, overrides: list[str]) -> dict:
@@ -57,22 +59,23 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    section = with_overrides(read_params(args.params)["unet"], args.overrides)
-    base = from_dict(UNetTrainConfig, section, where="unet (with --set)")
+    params = read_params(args.params)
+    paths = section(Paths, "paths", params)
+    base = from_dict(UNetTrainConfig, with_overrides(params["unet"], args.overrides), where="unet (with --set)")
     args.out.mkdir(parents=True, exist_ok=True)
-    judge = load_classifier("models/judge").eval()
+    judge = load_classifier(paths.judge).eval()
     features = JudgeFeatures(judge).eval()
-    real = load_image_set("data/prepared", ("val",)).images.float() / 255
+    real = load_image_set(paths.prepared, ("val",)).images.float() / 255
     real_features = extract(features, real, 64)
     print(f"settings: {to_jsonable(base)}")
     print(f"{'step':>6} {'train min':>9} {'loss':>7} {'weights':>7} {'FD':>7} {'prec':>5} {'recall':>6}")
     for mark in args.marks:
         cfg = dataclasses.replace(base, max_steps=mark, max_minutes=None, n_samples=args.n_samples)
         started = time.perf_counter()
-        result = train_unet(cfg, "data/prepared", args.out / "checkpoints")
+        result = train_unet(cfg, paths.prepared, args.out / "checkpoints")
         loss = result.loss_log["loss"].tail(5).mean()
         for weights, unet in [("ema", result.ema_unet)] + ([("raw", result.raw_unet)] if args.raw else []):
-            samples = sample_images(unet, result.scheduler, args.n_samples, args.sample_steps, 0)
+            samples = sample_grid(unet, result.scheduler, args.n_samples, args.sample_steps, 0)
             fake_features = extract(features, (samples + 1) / 2, 64)
             fd = frechet_distance(real_features, fake_features)
             precision, recall = precision_recall(real_features, fake_features, k=3)

@@ -1,0 +1,1 @@
+"""The detection side: dataset formats and import, demo data, YOLO training, pseudo-labels, evaluation, report."""

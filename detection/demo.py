@@ -13,20 +13,19 @@ labelled. Same settings -> byte-identical PNGs and JSON.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import cv2
 import numpy as np
 
-from pipelines.stage import write_json
+from core.io import write_json
 
 GENERATOR_VERSION = "1.0"
 SUPERSAMPLE = 2              # items and road are drawn at this multiple of the output size
 MIN_VISIBLE = 0.6            # share of an item that must stay inside the image and unoccluded
 PLACEMENT_TRIES = 8
-DEFAULT_FREQUENCY = {"bottle": 1.0, "can": 0.7, "plastic_bag": 0.5, "paper": 0.35, "cigarette_butt": 0.2}
 
 # paint(u, v) -> (cover bool[h,w], rgb float[h,w,3] in 0..255, alpha float[h,w] in 0..1)
 Paint = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -36,22 +35,22 @@ Paint = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndar
 class DemoSettings:
     """The `demo` section of params.yaml."""
 
-    seed: int = 0
-    n_images: int = 900                  # scenes rendered
-    image_size: int = 64                 # square side in px
-    clean_fraction: float = 0.2          # share of scenes with no litter (exact, rounded)
-    max_objects: int = 4                 # items per littered scene, drawn uniformly 1..max_objects
-    class_frequency: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FREQUENCY))
+    seed: int
+    n_images: int                        # scenes rendered
+    image_size: int                      # square side in px
+    clean_fraction: float                # share of scenes with no litter (exact, rounded)
+    max_objects: int                     # items per littered scene, drawn uniformly 1..max_objects
+    class_frequency: dict[str, float]    # relative frequency per class (each needs a renderer in SPRITES)
 
     def __post_init__(self) -> None:
         for name, low in (("seed", 0), ("n_images", 1), ("image_size", 16), ("max_objects", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+                raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
         if not isinstance(self.clean_fraction, (int, float)) or not 0 <= self.clean_fraction <= 1:
-            raise ValueError(f"clean_fraction must be a number in [0, 1], got {self.clean_fraction!r}")
+            raise ValueError(f"clean_fraction: must be a number in [0, 1], got {self.clean_fraction!r}")
         if not isinstance(self.class_frequency, dict) or not self.class_frequency:
-            raise ValueError("class_frequency must be a non-empty mapping of class name -> weight")
+            raise ValueError("class_frequency: must be a non-empty mapping of class name -> weight")
         for name, weight in self.class_frequency.items():
             if name not in SPRITES:
                 raise ValueError(f"class_frequency: no renderer for class {name!r}; known: {', '.join(SPRITES)}")

@@ -8,33 +8,35 @@ bootstrap CI over test images (`detection.metrics.bootstrap_delta`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
+from core.errors import StageError
+from core.params import check_at_least
 from detection.metrics import METRICS, BootstrapSettings, ImageMatch, Summary, bootstrap_delta, match_image, summarize
 from detection.prepared import load_manifest, read_rgb
 from detection.yolo import Detections, PredictSettings, load_model, predict, read_labels_px
-from pipelines.stage import StageError
 
 
 @dataclass(frozen=True)
 class EvaluateSettings:
     """params.yaml `evaluate`."""
 
-    variants: tuple[str, ...] = ("baseline", "augmented", "selftrain")  # the first is the reference
-    conf: float = 0.001          # prediction confidence floor (low, as for mAP)
-    iou: float = 0.7             # NMS IoU
-    max_det: int = 100
-    device: Any = "auto"
-    batch: int = 32
-    bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
-    draw_conf: float = 0.25      # figures: detections drawn above this confidence
-    grid_images: int = 12        # figures: images per grid
-    grid_scale: int = 6          # figures: nearest-neighbour upscale of the tiny images
+    variants: tuple[str, ...]    # the first is the reference for the deltas
+    predict: PredictSettings     # conf: a low floor, as for mAP
+    bootstrap: BootstrapSettings
+    draw_conf: float             # figures: detections drawn above this confidence
+    grid_images: int             # figures: images per grid
+    grid_scale: int              # figures: nearest-neighbour upscale of the tiny images
+
+    def __post_init__(self) -> None:
+        if not self.variants or len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"variants: expected distinct variant names, got {list(self.variants)}")
+        check_at_least(self, 1, "grid_images", "grid_scale")
 
 
 @dataclass(frozen=True)
@@ -70,13 +72,11 @@ def evaluate(prepared: Path | str, models: Path | str, names: list[str], setting
              imgsz: int) -> Evaluation:
     """Predict, match and score every variant in `settings.variants` (`models/<variant>/best.pt`)."""
     images = load_test_images(prepared)
-    predict_settings = PredictSettings(imgsz=imgsz, conf=settings.conf, iou=settings.iou,
-                                       max_det=settings.max_det, device=settings.device, batch=settings.batch)
     detections: dict[str, list[Detections]] = {}
     matches: dict[str, list[ImageMatch]] = {}
     for variant in settings.variants:
         model = load_model(Path(models) / variant / "best.pt")
-        detections[variant] = predict(model, [im.rgb for im in images], predict_settings)
+        detections[variant] = predict(model, [im.rgb for im in images], settings.predict, imgsz)
         matches[variant] = [match_image(d, im.gt_xyxy, im.gt_cls) for d, im in zip(detections[variant], images)]
     summaries = {v: summarize(m, len(names)) for v, m in matches.items()}
     reference = settings.variants[0]

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from core.params import check_at_least
 from detection.yolo import Detections, ultralytics_offline
 
 METRICS = ("precision", "recall", "mAP50", "mAP50-95")
@@ -94,9 +95,16 @@ def summarize(matches: Sequence[ImageMatch], n_classes: int) -> Summary:
 
 @dataclass(frozen=True)
 class BootstrapSettings:
-    n_resamples: int = 1000
-    seed: int = 0
-    ci: float = 0.95
+    """params.yaml `evaluate.bootstrap`: the paired bootstrap over test images."""
+
+    n_resamples: int
+    seed: int
+    ci: float                   # the interval's coverage, in (0, 1)
+
+    def __post_init__(self) -> None:
+        check_at_least(self, 1, "n_resamples")
+        if not 0 < self.ci < 1:
+            raise ValueError(f"ci: must be in (0, 1), got {self.ci}")
 
 
 def bootstrap_delta(base: Sequence[ImageMatch], other: Sequence[ImageMatch], n_classes: int,

@@ -12,40 +12,43 @@ leave an unlabelled object that the detector learns as background.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import yaml
 from PIL import Image
 
-from detection.formats import dataset_root, detect_format, read_dataset
+from core.errors import StageError
+from core.io import write_json
+from core.params import check_choice, to_jsonable
+from detection.formats import FORMATS, dataset_root, detect_format, read_dataset
 from detection.prepared import MANIFEST_COLUMNS, SPLITS
-from detection.records import BadRecord, Problems, SourceBox, SourceImage
+from detection.records import ON_ERROR, BadRecord, Problems, SourceBox, SourceImage
 from detection.splits import SplitParams, assign_splits
-from pipelines.stage import StageError, to_jsonable, write_json
 
 PAD_GREY = (114, 114, 114)
 
 
 @dataclass(frozen=True)
 class DatasetParams:
-    path: str = "data/raw/demo"
-    format: str = "auto"
-    classes: tuple[str, ...] = ("bottle", "can", "plastic_bag", "paper", "cigarette_butt")
-    class_map: dict = field(default_factory=dict)
-    unmapped: str = "drop"
-    image_size: int = 32
-    resize: str = "letterbox"
-    clip_tolerance_px: float = 2.0
-    min_box_px: float = 1.0
-    on_error: str = "fail"
+    """params.yaml `dataset`: where the source dataset is and how to read it."""
+
+    path: str                  # a COCO json, a YOLO data.yaml, a VOC folder, or a folder holding one
+    format: str                # auto | coco | yolo | voc
+    classes: tuple[str, ...]   # the target classes, in order
+    class_map: dict            # source category / supercategory name -> one of `classes`
+    unmapped: str              # drop | fail | <a class>
+    image_size: int            # square side of the prepared images in px
+    resize: str                # letterbox | stretch
+    clip_tolerance_px: float   # boxes at most this far outside the image are clipped
+    min_box_px: float          # boxes thinner than this (source px) are degenerate
+    on_error: str              # fail | skip
 
     def __post_init__(self) -> None:
-        if self.format not in ("auto", "coco", "yolo", "voc"):
-            raise ValueError(f"format must be auto, coco, yolo or voc, got {self.format!r}")
-        if self.resize not in ("letterbox", "stretch"):
-            raise ValueError(f"resize must be letterbox or stretch, got {self.resize!r}")
+        check_choice(self, "format", ("auto", *FORMATS))
+        check_choice(self, "resize", ("letterbox", "stretch"))
+        check_choice(self, "on_error", ON_ERROR)
         if not self.classes or len(set(self.classes)) != len(self.classes):
             raise ValueError(f"classes must be a non-empty list of distinct names, got {list(self.classes)}")
         bad_targets = sorted(set(self.class_map.values()) - set(self.classes))

@@ -19,7 +19,8 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from pipelines.stage import StageError
+from core.errors import StageError
+from core.tables import read_table
 
 SPLITS = ("train", "tagged", "val", "test")
 BOXED_SPLITS = ("train", "val", "test")
@@ -37,13 +38,7 @@ def class_names(prepared: Path | str) -> list[str]:
 def load_manifest(prepared: Path | str, splits: tuple[str, ...] = SPLITS) -> pd.DataFrame:
     """The manifest rows of `splits`, with `tags` as a tuple of class names and `abspath` added."""
     prepared = Path(prepared)
-    manifest_csv = prepared / "manifest.csv"
-    if not manifest_csv.is_file():
-        raise StageError(f"{manifest_csv}: not found; run the import stage first")
-    frame = pd.read_csv(manifest_csv, dtype={"image_id": str, "tags": str}, keep_default_na=False)
-    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
-    if missing:
-        raise StageError(f"{manifest_csv}: missing column(s) {', '.join(missing)}")
+    frame = read_table(prepared / "manifest.csv", MANIFEST_COLUMNS, made_by="import", text_columns=("image_id", "tags"))
     frame = frame[frame["split"].isin(splits)].reset_index(drop=True)
     frame["tags"] = frame["tags"].map(lambda s: tuple(t for t in s.split(";") if t))
     frame["abspath"] = frame["path"].map(lambda p: str((prepared / p).resolve()))

@@ -32,9 +32,11 @@ import torch
 import torchvision
 from PIL import Image
 
+from augment.synthetic import read_generated
+from core.errors import StageError
+from core.params import check_at_least
 from detection.prepared import read_rgb
 from detection.yolo import Detections, PredictSettings, load_model, pixels_to_labels, predict
-from pipelines.stage import StageError
 
 REASONS = ("kept", "kept_background", "missing_required", "background_cap")
 
@@ -43,18 +45,16 @@ REASONS = ("kept", "kept_background", "missing_required", "background_cap")
 class PseudoLabelSettings:
     """params.yaml `pseudo_label` (both pools)."""
 
-    conf: float = 0.25                   # boxes below this confidence are discarded (after NMS)
-    iou: float = 0.5                     # NMS IoU, also for merging the TTA views
-    tta: bool = True                     # also predict on the horizontally flipped image
-    require_target: bool = True          # synthetic: keep an image only if a box of its target is found
-    max_background_fraction: float = 0.1  # at most this share of the kept images may have no box
-    seed: int = 0
-    device: Any = "auto"
-    batch: int = 32
+    predict: PredictSettings             # conf: boxes below it are discarded (after NMS); iou: NMS and TTA merge
+    tta: bool                            # also predict on the horizontally flipped image
+    require_target: bool                 # synthetic: keep an image only if a box of its target is found
+    max_background_fraction: float       # at most this share of the kept images may have no box
+    seed: int                            # which background images survive the cap
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_background_fraction < 1.0:
-            raise ValueError(f"max_background_fraction must be in [0, 1), got {self.max_background_fraction}")
+            raise ValueError(f"max_background_fraction: must be in [0, 1), got {self.max_background_fraction}")
+        check_at_least(self, 0, "seed")
 
 
 @dataclass(frozen=True)
@@ -76,21 +76,11 @@ class Decision:
 
 
 def synthetic_pool(synthetic: Path | str, names: Sequence[str], require_target: bool) -> list[PoolImage]:
-    """The synthetic images of `generate` (manifest `image_id, path, target, ...`)."""
-    manifest = Path(synthetic) / "manifest.csv"
-    if not manifest.is_file():
-        raise StageError(f"{manifest}: not found; run the generate stage first")
-    frame = pd.read_csv(manifest, dtype={"image_id": str, "target": str, "path": str}, keep_default_na=False)
-    for column in ("image_id", "path", "target"):
-        if column not in frame.columns:
-            raise StageError(f"{manifest}: missing column '{column}'")
-    pool = []
-    for row in frame.itertuples():
-        if row.target and row.target not in names:
-            raise StageError(f"{manifest}: {row.image_id}: target '{row.target}' is not a class ({', '.join(names)})")
-        required = frozenset({names.index(row.target)}) if (row.target and require_target) else frozenset()
-        pool.append(PoolImage(row.image_id, Path(synthetic) / row.path, required, None, row.target or "(unguided)"))
-    return pool
+    """The synthetic images of `generate` (augment.synthetic), grouped by target class."""
+    frame = read_generated(synthetic, names)
+    return [PoolImage(row.image_id, Path(row.abspath),
+                      frozenset({names.index(row.target)}) if require_target else frozenset(), None, row.target)
+            for row in frame.itertuples()]
 
 
 def tagged_pool(frame: pd.DataFrame, names: Sequence[str]) -> list[PoolImage]:
@@ -102,12 +92,13 @@ def tagged_pool(frame: pd.DataFrame, names: Sequence[str]) -> list[PoolImage]:
     return pool
 
 
-def predict_tta(model, images: Sequence[np.ndarray], settings: PredictSettings, tta: bool) -> list[Detections]:
+def predict_tta(model, images: Sequence[np.ndarray], settings: PredictSettings, imgsz: int,
+                tta: bool) -> list[Detections]:
     """Predictions per image; with `tta` merged with those of the mirrored image (class-aware NMS)."""
-    plain = predict(model, images, settings)
+    plain = predict(model, images, settings, imgsz)
     if not tta:
         return plain
-    flipped = predict(model, [im[:, ::-1] for im in images], settings)
+    flipped = predict(model, [im[:, ::-1] for im in images], settings, imgsz)
     merged = []
     for image, a, b in zip(images, plain, flipped):
         width = image.shape[1]
@@ -148,10 +139,8 @@ def pseudo_label_pool(model, pool: Sequence[PoolImage], settings: PseudoLabelSet
                       imgsz: int) -> list[Decision]:
     """Predict on every image of `pool` and apply the keep policy (module docstring)."""
     images = [read_rgb(p.path) for p in pool]
-    predict_settings = PredictSettings(imgsz=imgsz, conf=settings.conf, iou=settings.iou,
-                                       device=settings.device, batch=settings.batch)
-    detections = predict_tta(model, images, predict_settings, settings.tta)
-    decisions = [decide(p, d, settings.conf) for p, d in zip(pool, detections)]
+    detections = predict_tta(model, images, settings.predict, imgsz, settings.tta)
+    decisions = [decide(p, d, settings.predict.conf) for p, d in zip(pool, detections)]
     return cap_background(decisions, settings.max_background_fraction, settings.seed)
 
 

@@ -11,8 +11,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.stage import StageError
+from core.errors import StageError
 
+ON_ERROR = ("fail", "skip")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 SOURCE_SPLITS = ("train", "val", "test")
 
@@ -45,13 +46,9 @@ class SourceImage:
 class Problems:
     """Collects bad records: `fail` raises on the first, `skip` keeps them for the import report."""
 
-    on_error: str = "fail"
+    on_error: str                         # fail | skip (ON_ERROR)
     skipped: list[dict] = field(default_factory=list)
     fixed: list[dict] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.on_error not in ("fail", "skip"):
-            raise StageError(f"params.yaml: dataset.on_error must be fail or skip, got {self.on_error!r}")
 
     def bad(self, file: Path | str, record: str, reason: str) -> None:
         """A record that cannot be used: stop (fail) or note it as skipped (skip)."""

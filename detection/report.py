@@ -1,7 +1,8 @@
 """`reports/report.md` and its figures: does the synthetic data help, per class?
 
-Figures are matplotlib (Agg) PNGs referenced by relative paths, so the report reads offline. The
-32-px images are upscaled (nearest neighbour) before boxes are drawn so both stay visible.
+Figures are matplotlib PNGs referenced by relative paths, so the report reads offline; the calling
+script chooses the backend. The tiny images are upscaled (nearest neighbour) before boxes are
+drawn so both stay visible.
 """
 
 from __future__ import annotations
@@ -9,18 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-
-from detection.evaluate import EvaluateSettings, Evaluation  # noqa: E402
-from detection.metrics import METRICS  # noqa: E402
-from detection.prepared import label_path, read_rgb, read_yolo_labels  # noqa: E402
-from detection.yolo import Detections, labels_to_pixels  # noqa: E402
+from core.tables import markdown_cell, markdown_table
+from detection.evaluate import EvaluateSettings, Evaluation
+from detection.metrics import METRICS
+from detection.prepared import label_path, read_rgb, read_yolo_labels
+from detection.yolo import Detections, labels_to_pixels
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230)]
@@ -124,20 +123,6 @@ def detections_grid(ev: Evaluation, settings: EvaluateSettings, path: Path, vari
     image_grid(path, rows, titles, ["ground truth", *variants], ev.names)
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns) + "\n"
-    body = "".join("| " + " | ".join(_cell(v) for v in row) + " |\n" for row in frame.itertuples(index=False))
-    return header + body
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return "n/a" if not np.isfinite(value) else f"{value:.3f}"
-    return str(value)
-
-
 def write_report(ev: Evaluation, settings: EvaluateSettings, pseudo_dir: Path, figures: Path, link: str) -> str:
     """Render the figures into `figures` and return the markdown text, which finds them under `link`."""
     rel = Path(link)
@@ -156,7 +141,7 @@ def write_report(ev: Evaluation, settings: EvaluateSettings, pseudo_dir: Path, f
                               for c, n in enumerate(ev.names)])
     ci = int(settings.bootstrap.ci * 100)
     parts = [f"# Detection report\n\n{len(ev.images)} held-out test images; every variant predicted with "
-             f"conf >= {settings.conf}, NMS IoU {settings.iou}. Deltas are against `{reference}` with a paired "
+             f"conf >= {settings.predict.conf}, NMS IoU {settings.predict.iou}. Deltas are against `{reference}` with a paired "
              f"bootstrap {ci}% CI over test images ({settings.bootstrap.n_resamples} resamples). A delta whose CI "
              "excludes 0 is a difference this test set can resolve.\n\n",
              "## Overall\n", markdown_table(overall), "\n## Delta vs " + reference + "\n", markdown_table(deltas),
@@ -171,4 +156,4 @@ def write_report(ev: Evaluation, settings: EvaluateSettings, pseudo_dir: Path, f
 
 def _delta_cell(d: dict, c: int) -> str:
     m = d["per_class"]["mAP50"]
-    return f"{_cell(m['delta'][c])} [{_cell(m['ci_low'][c])}, {_cell(m['ci_high'][c])}]"
+    return f"{markdown_cell(m['delta'][c])} [{markdown_cell(m['ci_low'][c])}, {markdown_cell(m['ci_high'][c])}]"

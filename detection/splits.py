@@ -18,19 +18,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.stage import StageError
+from core.errors import StageError
 
 SPLIT_NAMES = ("train", "tagged", "val", "test")
 
 
 @dataclass(frozen=True)
 class SplitParams:
-    seed: int = 0
-    train: float = 0.15
-    tagged: float = 0.55
-    val: float = 0.15
-    test: float = 0.15
-    use_source_splits: bool = True
+    """params.yaml `split`: fractions of the images per split (they sum to 1)."""
+
+    seed: int
+    train: float
+    tagged: float
+    val: float
+    test: float
+    use_source_splits: bool
 
     def __post_init__(self) -> None:
         fractions = self.fractions()

@@ -19,7 +19,7 @@ import random
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
@@ -27,8 +27,9 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
+from core.errors import StageError
+from core.params import check_at_least
 from detection.prepared import label_path, load_manifest, read_yolo_labels
-from pipelines.stage import StageError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / ".yolo_config"
@@ -43,32 +44,36 @@ OFFLINE_SETTINGS = {k: False for k in ("sync", "hub", "dvc", "clearml", "comet",
 class TrainSettings:
     """params.yaml `yolo.train`: what every variant trains with (identical across variants)."""
 
-    model: str = "yolov8n.yaml"   # a model YAML shipped with ultralytics (built from scratch) or a local .pt
-    imgsz: int = 64               # network input side in px, a multiple of 32
-    epochs: int = 30
-    batch: int = 16
-    seed: int = 0
-    device: Any = "auto"          # auto (CUDA when present, else cpu) | cpu | 0 | [0, 1] (DDP)
-    patience: int = 100           # early stopping on val fitness
-    workers: int = 0              # dataloader workers
-    amp: Any = False              # false | bf16 (true would make ultralytics fetch yolo26n.pt to check AMP)
-    plots: bool = False           # ultralytics' own training plots (label grids, curves)
-    extra: dict = field(default_factory=dict)  # any other ultralytics train argument (mosaic, lr0, ...)
+    model: str                    # a model YAML shipped with ultralytics (built from scratch) or a local .pt
+    imgsz: int                    # network input side in px, a multiple of 32
+    epochs: int
+    batch: int
+    seed: int
+    device: Any                   # auto (CUDA when present, else cpu) | cpu | 0 | [0, 1] (DDP)
+    patience: int                 # early stopping on val fitness
+    workers: int                  # dataloader workers
+    amp: Any                      # false | bf16 (true would make ultralytics fetch yolo26n.pt to check AMP)
+    plots: bool                   # ultralytics' own training plots (label grids, curves)
+    extra: dict                   # any other ultralytics train argument (mosaic, lr0, ...)
 
     def __post_init__(self) -> None:
-        if self.imgsz % 32:
-            raise ValueError(f"imgsz must be a multiple of 32, got {self.imgsz}")
+        if self.imgsz < 32 or self.imgsz % 32:
+            raise ValueError(f"imgsz: must be a positive multiple of 32, got {self.imgsz}")
         if self.amp not in (False, "bf16"):
-            raise ValueError(f"amp must be false or bf16, got {self.amp!r}")
+            raise ValueError(f"amp: must be false or bf16, got {self.amp!r}")
+        check_at_least(self, 1, "epochs", "batch")
 
 
 @dataclass(frozen=True)
 class YoloParams:
     """params.yaml `yolo`: shared train settings plus each variant's pseudo-label mix."""
 
-    train: TrainSettings = TrainSettings()
-    synthetic_ratio: float = 1.0      # augmented: at most this many synthetic images per real train image
-    tagged_ratio: float = 1.0         # selftrain: at most this many pseudo-labelled tagged images per real one
+    train: TrainSettings
+    synthetic_ratio: float            # augmented: at most this many synthetic images per real train image
+    tagged_ratio: float               # selftrain: at most this many pseudo-labelled tagged images per real one
+
+    def __post_init__(self) -> None:
+        check_at_least(self, 0, "synthetic_ratio", "tagged_ratio")
 
 
 def ultralytics_offline() -> ModuleType:
@@ -227,12 +232,18 @@ class Detections:
 
 @dataclass(frozen=True)
 class PredictSettings:
-    imgsz: int = 64
-    conf: float = 0.001
-    iou: float = 0.7          # NMS IoU
-    max_det: int = 100
-    device: Any = "auto"
-    batch: int = 32
+    """The `predict` block of params.yaml `evaluate` and `pseudo_label`: how a detector is run."""
+
+    conf: float               # confidence floor
+    iou: float                # NMS IoU
+    max_det: int              # boxes per image at most
+    device: Any               # auto | cpu | 0 | ...
+    batch: int                # images per predict call
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.conf <= 1 or not 0 <= self.iou <= 1:
+            raise ValueError(f"conf and iou: must be in [0, 1], got {self.conf} and {self.iou}")
+        check_at_least(self, 1, "max_det", "batch")
 
 
 def load_model(weights: Path | str):
@@ -243,13 +254,13 @@ def load_model(weights: Path | str):
     return ultralytics_offline().YOLO(str(weights))
 
 
-def predict(model, images: Sequence[np.ndarray], settings: PredictSettings) -> list[Detections]:
-    """Run `model.predict` on RGB uint8 HxWx3 arrays; boxes are in the input images' pixels."""
+def predict(model, images: Sequence[np.ndarray], settings: PredictSettings, imgsz: int) -> list[Detections]:
+    """Run `model.predict` at network size `imgsz` on RGB uint8 HxWx3 arrays; boxes in the images' pixels."""
     out: list[Detections] = []
     device = resolve_device(settings.device)
     for start in range(0, len(images), settings.batch):
         chunk = [np.ascontiguousarray(im[..., ::-1]) for im in images[start:start + settings.batch]]  # BGR
-        results = model.predict(chunk, imgsz=settings.imgsz, conf=settings.conf, iou=settings.iou,
+        results = model.predict(chunk, imgsz=imgsz, conf=settings.conf, iou=settings.iou,
                                 max_det=settings.max_det, device=device, verbose=False)
         for r in results:
             boxes = r.boxes

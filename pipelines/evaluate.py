@@ -1,48 +1,49 @@
 """Stage `evaluate`: every YOLO variant on the held-out `test` split; deltas vs baseline; report.
 
-Reads `data/prepared` (test split, class names), `models/yolo/<variant>/best.pt`,
-`data/pseudo/synthetic` (figure only), and for the report's synthetic-image part
-`reports/generation.json`, `reports/gen_metrics.json` and `reports/sweep/`. Writes `reports/metrics.json` (DVC metrics),
-`reports/per_class.csv`, `reports/pr/<variant>/<class>.csv` (DVC plots: recall, precision),
-`reports/report.md` + `reports/figures/`. Params: `evaluate`, `yolo.train.imgsz`.
+Reads <paths.prepared> (test split, class names), <paths.yolo>/<variant>/best.pt,
+<paths.pseudo>/synthetic (figure only), and for the report's synthetic-image part
+<paths.reports>/generation.json, gen_metrics.json and sweep/. Writes <paths.reports>/metrics.json
+(DVC metrics), per_class.csv, pr/<variant>/<class>.csv (DVC plots: recall, precision), report.md
+and figures/. Params: `evaluate`, `yolo.train.imgsz`.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
+
+import matplotlib
 
 from augment.report import synthetic_section
+from core.io import atomic_dirs, write_json, write_text
+from core.params import section
 from detection import evaluate, report
 from detection.prepared import class_names
 from detection.yolo import YoloParams
-from pipelines.stage import atomic_dirs, read_params, run_stage, section, write_json, write_text
-
-PREPARED = "data/prepared"
-MODELS = "models/yolo"
-PSEUDO = Path("data/pseudo/synthetic")
-REPORTS = Path("reports")
+from pipelines.stage import run_stage, stage_args
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = read_params(args.params)
+def _main(argv: list[str] | None) -> None:
+    _, params, paths = stage_args(__doc__, argv)
     settings = section(evaluate.EvaluateSettings, "evaluate", params)
     imgsz = section(YoloParams, "yolo", params).train.imgsz
-    evaluate.variants_present(settings.variants, MODELS)
-    names = class_names(PREPARED)
-    result = evaluate.evaluate(PREPARED, MODELS, names, settings, imgsz)
-    with atomic_dirs(REPORTS / "figures", REPORTS / "pr") as (figures, pr_dir):
+    evaluate.variants_present(settings.variants, paths.yolo)
+    names = class_names(paths.prepared)
+    result = evaluate.evaluate(paths.prepared, paths.yolo, names, settings, imgsz)
+    reports = paths.reports
+    with atomic_dirs(reports / "figures", reports / "pr") as (figures, pr_dir):
         evaluate.write_pr_curves(result, pr_dir)
-        markdown = report.write_report(result, settings, PSEUDO, figures, link="figures") + synthetic_section(REPORTS)
-    write_text(REPORTS / "per_class.csv", evaluate.per_class_frame(result).to_csv(index=False))
-    write_text(REPORTS / "report.md", markdown)
-    write_json(REPORTS / "metrics.json", {**evaluate.metrics_json(result),
+        markdown = (report.write_report(result, settings, paths.pseudo / "synthetic", figures, link="figures")
+                    + synthetic_section(reports))
+    write_text(reports / "per_class.csv", evaluate.per_class_frame(result).to_csv(index=False))
+    write_text(reports / "report.md", markdown)
+    write_json(reports / "metrics.json", {**evaluate.metrics_json(result),
                                           "settings": {"evaluate": settings, "imgsz": imgsz}})
 
 
+def main(argv: list[str] | None = None) -> int:
+    matplotlib.use("Agg")
+    return run_stage(_main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(run_stage(main))
+    sys.exit(main())

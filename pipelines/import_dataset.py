@@ -1,28 +1,23 @@
-"""Stage `import`: a COCO / YOLO / Pascal VOC dataset -> data/prepared/ + reports/import.json."""
+"""Stage `import`: a COCO / YOLO / Pascal VOC dataset -> <paths.prepared>/ + <paths.reports>/import.json."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from core.io import atomic_dir, write_json
+from core.params import section
 from detection.prepare import DatasetParams, prepare_dataset
 from detection.splits import SplitParams
-from pipelines.stage import atomic_dir, read_params, run_stage, section, write_json
-
-PREPARED = "data/prepared"
-REPORT = "reports/import.json"
+from pipelines.stage import run_stage, stage_args
 
 
 def _main(argv: list[str] | None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = read_params(args.params)
+    _, params, paths = stage_args(__doc__, argv)
     dataset = section(DatasetParams, "dataset", params)
     split = section(SplitParams, "split", params)
-    with atomic_dir(PREPARED) as tmp:
+    with atomic_dir(paths.prepared) as tmp:
         report = prepare_dataset(dataset, split, tmp)
-    write_json(REPORT, report)
+    write_json(paths.reports / "import.json", report)
     counts = ", ".join(f"{name} {info['images']}" for name, info in report["splits"].items())
     print(f"imported {report['images']} images ({report['format']}): {counts}; "
           f"{len(report['fixed'])} fixed, {len(report['skipped'])} skipped")

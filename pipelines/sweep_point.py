@@ -3,50 +3,48 @@
     python -m pipelines.sweep_point --scale 3      # s exactly as written in sweep.scales
 
 Renders `sweep.per_class` images per class at guidance scale s (the `generate` settings with the
-scale, sampler and steps replaced; augment.sweep) into data/sweep/scale_<s>/ (images/,
-manifest.csv, params.json, metrics.json) and writes the same metrics to reports/sweep/scale_<s>.json.
+scale, sampler and steps replaced; augment.sweep) into <paths.sweep>/scale_<s>/ (images/,
+manifest.csv, params.json, metrics.json) and writes the same metrics to
+<paths.reports>/sweep/scale_<s>.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-from augment.gen_metrics import GenMetricsSettings, measure_generated, read_generated
-from augment.generate import GenerateSettings, load_models
-from augment.sweep import SweepSettings, point_settings, point_summary, render_point, scale_dir_name
+from augment.gen_metrics import measure_generated
+from augment.generate import load_models
+from augment.settings import GenerateSettings, GenMetricsSettings, SweepSettings
+from augment.sweep import point_settings, render_point
+from augment.synthetic import read_generated
+from augment.tradeoff import point_summary, scale_dir_name
+from core.errors import StageError
+from core.io import atomic_dir, write_csv, write_json
+from core.params import section
 from detection.prepared import class_names, load_manifest
-from pipelines.stage import StageError, atomic_dir, read_params, run_stage, section, write_csv, write_json
-
-PREPARED = Path("data/prepared")
-UNET, CLASSIFIER, JUDGE = Path("models/unet"), Path("models/classifier"), Path("models/judge")
-SWEEP, REPORTS = Path("data/sweep"), Path("reports/sweep")
+from pipelines.stage import run_stage, stage_args
 
 
 def _main(argv: list[str] | None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--scale", required=True, help="one entry of sweep.scales, as written there")
-    args = parser.parse_args(argv)
-    params = read_params(args.params)
+    args, params, paths = stage_args(__doc__, argv, lambda parser: parser.add_argument(
+        "--scale", required=True, help="one entry of sweep.scales, as written there"))
     sweep = section(SweepSettings, "sweep", params)
     scale = next((s for s in sweep.scales if str(s) == args.scale), None)
     if scale is None:
         raise StageError(f"params.yaml: sweep.scales: --scale {args.scale} is not one of {list(sweep.scales)}")
     metrics_settings = section(GenMetricsSettings, "gen_metrics", params)
-    names = class_names(PREPARED)
-    models = load_models(UNET, CLASSIFIER, JUDGE, names)
+    names = class_names(paths.prepared)
+    models = load_models(paths.unet, paths.classifier, paths.judge, names)
     settings = point_settings(section(GenerateSettings, "generate", params), sweep, scale, names)
 
-    with atomic_dir(SWEEP / scale_dir_name(scale)) as out_dir:
+    with atomic_dir(paths.sweep / scale_dir_name(scale)) as out_dir:
         write_csv(out_dir / "manifest.csv", render_point(models, settings, names, out_dir))
         write_json(out_dir / "params.json", {"generate": settings, "sweep": sweep, "gen_metrics": metrics_settings})
-        real = load_manifest(PREPARED, (metrics_settings.real_split,))
+        real = load_manifest(paths.prepared, (metrics_settings.real_split,))
         report = measure_generated(metrics_settings, models.judge, real, {"sweep": read_generated(out_dir, names)}, names)
         summary = point_summary(scale, report)
         write_json(out_dir / "metrics.json", summary)
-    write_json(REPORTS / f"{scale_dir_name(scale)}.json", summary)
+    write_json(paths.reports / "sweep" / f"{scale_dir_name(scale)}.json", summary)
     print(f"sweep s={scale}: FD {summary['fd']}, precision {summary['precision']}, recall {summary['recall']}, "
           f"judge hit rate {summary['judge_hit_rate']} ({summary['extractor']} features)")
 

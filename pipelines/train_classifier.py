@@ -1,44 +1,46 @@
-"""Stage train_classifier: the noise-aware litter classifier used for guidance.
+"""Stages train_classifier and train_judge: the noise-aware guidance classifier, or the clean judge.
 
-Trains on prepared train + tagged images noised with the UNet's schedule (models/unet/scheduler),
-its encoder started from the UNet's weights when `classifier.init_from_unet` is true;
-writes models/classifier/ (config.json + model.safetensors + params.json) and
-reports/classifier.json (per-class AP and accuracy per noise-level bucket on val).
+    python -m pipelines.train_classifier --section classifier   # noised, for guidance
+    python -m pipelines.train_classifier --section judge        # t = 0, scores and features only
+
+The classifier trains on prepared train + tagged images noised with the UNet's schedule
+(<paths.unet>/scheduler), its encoder started from the UNet's weights when
+`classifier.init_from_unet` is true. The judge is the same model with noise off and its own
+seed, never tied to the generator. Writes <paths.classifier | paths.judge>/ (save_pretrained +
+params.json) and <paths.reports>/<section>.json (per-class AP and accuracy per noise bucket on val).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 from augment.train_classifier import ClassifierTrainConfig, train_classifier
-from pipelines.stage import StageError, atomic_dir, read_params, run_stage, section, write_json
+from core.errors import StageError
+from core.io import atomic_dir, write_json
+from core.params import section
+from pipelines.stage import run_stage, stage_args
 
-PREPARED = Path("data/prepared")
-UNET_DIR = Path("models/unet")
 
-
-def run(name: str, model_dir: Path, report: Path, argv: list[str] | None) -> None:
-    """Train section `name` of params.yaml; shared by train_classifier and train_judge."""
-    parser = argparse.ArgumentParser(description=f"stage train_{name}")
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    cfg = section(ClassifierTrainConfig, name, read_params(args.params))
+def _main(argv: list[str] | None) -> None:
+    args, params, paths = stage_args(__doc__, argv, lambda parser: parser.add_argument(
+        "--section", choices=("classifier", "judge"), default="classifier", help="params section to train"))
+    name = args.section
+    cfg = section(ClassifierTrainConfig, name, params)
     if cfg.noised != (name == "classifier"):
         raise StageError(f"params.yaml: {name}.noised: must be {name == 'classifier'} for train_{name}")
-    result = train_classifier(cfg, PREPARED, UNET_DIR if cfg.noised else None)
+    model_dir = paths.classifier if name == "classifier" else paths.judge
+    result = train_classifier(cfg, name, paths.prepared, paths.unet)
     if result.is_main:
         with atomic_dir(model_dir) as out:
-            result.model.save(out)
+            result.model.save_pretrained(out)
             write_json(out / "params.json", {name: cfg, "training": result.report})
-        write_json(report, result.report)
+        write_json(paths.reports / f"{name}.json", result.report)
         print(f"train_{name}: {result.report['steps']} steps ({result.report['stop_reason']}) -> {model_dir}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    run("classifier", Path("models/classifier"), Path("reports/classifier.json"), argv)
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(_main, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main))
+    sys.exit(main())

@@ -1,36 +1,33 @@
 """Stage train_unet: the unconditional diffusion UNet on prepared train + tagged images.
 
-Resumable: checkpoints/unet/ (persist) holds the last checkpoints; a killed stage started again
-continues from the newest one and ends at the same step. Works under `accelerate launch`
-(only the main process writes outputs).
+Resumable: <paths.unet_checkpoints>/ (persist) holds the last checkpoints; a killed stage started
+again continues from the newest one and ends at the same step. Works under `accelerate launch`
+(only the main process writes outputs): <paths.unet>/ and <paths.reports>/unet/loss.csv.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 from augment.train_unet import UNetTrainConfig, train_unet, write_unet_outputs
-from pipelines.stage import atomic_dirs, read_params, run_stage, section
-
-PREPARED = Path("data/prepared")
-CHECKPOINTS = Path("checkpoints/unet")
-MODEL_DIR = Path("models/unet")
-REPORT_DIR = Path("reports/unet")
+from core.io import atomic_dirs
+from core.params import section
+from pipelines.stage import run_stage, stage_args
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    cfg = section(UNetTrainConfig, "unet", read_params(args.params))
-    result = train_unet(cfg, PREPARED, CHECKPOINTS)
+def _main(argv: list[str] | None) -> None:
+    _, params, paths = stage_args(__doc__, argv)
+    cfg = section(UNetTrainConfig, "unet", params)
+    result = train_unet(cfg, paths.prepared, paths.unet_checkpoints)
     if result.is_main:
-        with atomic_dirs(MODEL_DIR, REPORT_DIR) as (model_dir, report_dir):
+        with atomic_dirs(paths.unet, paths.reports / "unet") as (model_dir, report_dir):
             write_unet_outputs(result, cfg, model_dir, report_dir)
-        print(f"train_unet: {result.summary['steps']} steps ({result.summary['stop_reason']}) -> {MODEL_DIR}")
+        print(f"train_unet: {result.summary['steps']} steps ({result.summary['stop_reason']}) -> {paths.unet}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(_main, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main))
+    sys.exit(main())

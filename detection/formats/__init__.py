@@ -25,8 +25,8 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+from core.errors import StageError
 from detection.records import Problems, SourceImage, fatal, resolve_inside
-from pipelines.stage import StageError
 
 FORMATS = ("coco", "yolo", "voc")
 YOLO_YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml")

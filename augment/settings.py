@@ -1,0 +1,81 @@
+"""The params sections of the generation stages (generate, sweep, gen_metrics), validated on construction.
+
+They live apart from the code that uses them so that a stage needing only a setting (the sweep
+plot needs `sweep.scales`) does not depend on the sampler code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.params import check_at_least, check_choice
+from detection.prepared import SPLITS
+
+SAMPLER_NAMES = ("ddpm", "ddim", "dpmsolver++")  # augment.samplers.SAMPLERS
+EXTRACTORS = ("judge", "inception")
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """The `generate` section of params.yaml (augment.generate)."""
+
+    sampler: str                     # ddpm | ddim | dpmsolver++
+    steps: int                       # inference timesteps
+    guidance_scale: float            # s in s * grad log p(y | x_t); tune per classifier
+    eta: float                       # DDIM noise (0: deterministic); ddim only
+    seed: int
+    batch_size: int                  # images per forward pass (does not change the images)
+    quota: str | dict[str, int]      # "balance" or {class: guided images}
+    balance_factor: float            # balance: top each class up to factor x the commonest
+    min_per_class: int               # balance: at least this many guided images per class
+    control_per_class: int           # unguided controls per class (same seeds, scale 0)
+
+    def __post_init__(self) -> None:
+        check_choice(self, "sampler", SAMPLER_NAMES)
+        if self.eta and self.sampler != "ddim":
+            raise ValueError(f"eta: {self.eta} is only used by ddim; set it to 0 for {self.sampler}")
+        check_at_least(self, 1, "steps", "batch_size")
+        check_at_least(self, 0, "guidance_scale", "balance_factor", "min_per_class", "control_per_class")
+        if isinstance(self.quota, str) and self.quota != "balance":
+            raise ValueError(f"quota: '{self.quota}' is neither 'balance' nor a mapping {{class: count}}")
+        if isinstance(self.quota, dict) and any(isinstance(n, bool) or not isinstance(n, int) or n < 0
+                                                for n in self.quota.values()):
+            raise ValueError(f"quota: counts must be integers >= 0, got {self.quota}")
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """The `sweep` section of params.yaml (augment.sweep)."""
+
+    scales: tuple[float, ...]        # guidance scales s, one sweep point (DVC stage) each
+    per_class: int                   # guided images per class and scale
+    sampler: str                     # cheaper than the generate stage's on purpose
+    steps: int
+
+    def __post_init__(self) -> None:
+        if not self.scales or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s < 0
+                                  for s in self.scales):
+            raise ValueError(f"scales: {list(self.scales)} must be a non-empty list of numbers >= 0")
+        if len({float(s) for s in self.scales}) != len(self.scales):
+            raise ValueError(f"scales: {list(self.scales)} repeat a value")
+        check_choice(self, "sampler", SAMPLER_NAMES)
+        check_at_least(self, 1, "per_class", "steps")
+
+
+@dataclass(frozen=True)
+class GenMetricsSettings:
+    """The `gen_metrics` section of params.yaml (augment.gen_metrics)."""
+
+    extractor: str                   # judge | inception
+    inception_weights: str | None    # inception: local InceptionV3 weights (.pth), never downloaded
+    real_split: str                  # real reference images (data/prepared split)
+    k: int                           # k-th nearest neighbour radius of precision/recall manifolds
+    kid_subset_size: int             # KID subset size, capped at the smaller set's size
+    kid_subsets: int                 # KID random subsets averaged
+    batch_size: int                  # images per feature-extractor pass
+    seed: int                        # KID subset draws
+
+    def __post_init__(self) -> None:
+        check_choice(self, "extractor", EXTRACTORS)
+        check_choice(self, "real_split", SPLITS)
+        check_at_least(self, 1, "k", "kid_subset_size", "kid_subsets", "batch_size")

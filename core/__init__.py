@@ -1,0 +1,1 @@
+"""The base layer every other package imports: errors, params -> frozen dataclasses, atomic writes, tables."""

@@ -1,0 +1,126 @@
+"""params.yaml, the only source of settings: sections -> typed, frozen dataclasses.
+
+A params dataclass has no defaults: every field must be in its params.yaml section, and a key
+that is missing, unknown or of the wrong type is one `StageError` line naming
+`params.yaml: <section>.<key>`. A dataclass validates its own values in `__post_init__` by
+raising ValueError("<key>: <reason>"); `from_dict` adds the section the values were read from,
+so shared code never guesses which section it serves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Iterable, TypeVar
+
+import yaml
+
+from core.errors import StageError
+
+PARAMS_FILE = Path("params.yaml")
+T = TypeVar("T")
+
+
+def read_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"{path}: params file not found")
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise StageError(f"{path}: malformed YAML: {err}".replace("\n", " ")) from None
+    if not isinstance(params, dict):
+        raise StageError(f"{path}: expected a mapping of sections at the top level")
+    return params
+
+
+def section(cls: type[T], name: str, params: dict[str, Any] | None = None) -> T:
+    """Build dataclass `cls` from `params[name]`; unknown, missing or mistyped keys fail with one line."""
+    params = read_params() if params is None else params
+    if name not in params:
+        raise StageError(f"params.yaml: section '{name}' is missing")
+    return from_dict(cls, params[name] or {}, where=f"params.yaml: {name}")
+
+
+def from_dict(cls: type[T], values: dict[str, Any], where: str) -> T:
+    """`cls(**values)` with every key checked; `where` prefixes each error ("params.yaml: unet")."""
+    if not isinstance(values, dict):
+        raise StageError(f"{where}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise StageError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    missing = [name for name, f in fields.items() if name not in values and not has_default(f)]
+    if missing:
+        raise StageError(f"{where}: missing key(s) {', '.join(missing)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if dataclasses.is_dataclass(hints[key]):
+            value = from_dict(hints[key], value, where=f"{where}.{key}")
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = checked_scalar(hints[key], value, f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        key, _, reason = str(err).partition(": ")
+        raise StageError(f"{where}.{key}: {reason}" if key in fields and reason else f"{where}: {err}") from None
+
+
+def has_default(field: dataclasses.Field) -> bool:
+    return field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+
+
+def checked_scalar(hint: Any, value: Any, where: str) -> Any:
+    """value checked against a bool/int/float/str/Path field (optionally `| None`); other fields pass.
+
+    YAML 1.1 reads `1e-3` as a string: a float field takes any string that parses as a number.
+    """
+    options = set(typing.get_args(hint)) if typing.get_args(hint) else {hint}
+    if value is None and type(None) in options:
+        return None
+    kinds = options & {bool, int, float, str, Path}
+    if not kinds or len(options - {type(None)}) != 1:
+        return value
+    (kind,) = kinds
+    if kind is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    ok = {bool: isinstance(value, bool), str: isinstance(value, str), Path: isinstance(value, str) and value,
+          int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, (int, float)) and not isinstance(value, bool)}[kind]
+    if not ok:
+        expected = {float: "a number", Path: "a path"}.get(kind, kind.__name__)
+        raise StageError(f"{where}: expected {expected}, got {value!r}")
+    return {float: float, Path: Path}.get(kind, lambda v: v)(value)
+
+
+def to_jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: to_jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+# Checks for `__post_init__`: each raises ValueError naming the key; `from_dict` adds the section.
+
+def check_choice(settings: Any, name: str, choices: Iterable[Any]) -> None:
+    choices = tuple(choices)
+    if getattr(settings, name) not in choices:
+        raise ValueError(f"{name}: {getattr(settings, name)!r} is not one of {', '.join(map(str, choices))}")
+
+
+def check_at_least(settings: Any, minimum: float, *names: str) -> None:
+    for name in names:
+        value = getattr(settings, name)
+        if value is not None and value < minimum:
+            raise ValueError(f"{name}: must be >= {minimum}, got {value!r}")

@@ -1,0 +1,120 @@
+"""augment/train_unet.py + pipelines/train_unet.py: resume, EMA, wall-clock stop, outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+from augment.train_unet import UNetTrainConfig, sample_grid, train_unet, write_unet_outputs
+from pipelines import train_unet as stage
+from tests.support import adm_schedule, settings, tiny_unet, trained_scheduler, write_params
+
+TINY = settings(
+    UNetTrainConfig, "unet", seed=3, model={"attention_head_dim": 8, "dropout": 0.1},
+    schedule={"learn_sigma": True, "prediction_type": "epsilon"}, snr_gamma=None,
+    batch_size=4, grad_accum=2, lr=1e-3, warmup_steps=2, mixed_precision="no",
+    max_steps=6, max_minutes=10.0, checkpoint_every=2, log_every=1, n_samples=4, sample_steps=3,
+)
+
+
+def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_uninterrupted_run(tiny_prepared, tmp_path):
+    straight = train_unet(TINY, tiny_prepared, tmp_path / "ckpt_a")
+    first = train_unet(dataclasses.replace(TINY, max_steps=3), tiny_prepared, tmp_path / "ckpt_b")
+    assert first.summary["steps"] == 3
+    resumed = train_unet(TINY, tiny_prepared, tmp_path / "ckpt_b")
+    assert resumed.summary["resumed_from"].name == "step_00000003"
+    assert resumed.summary["steps"] == straight.summary["steps"] == 6
+    for a, b in [(straight.raw_unet, resumed.raw_unet), (straight.ema_unet, resumed.ema_unet)]:
+        sa, sb = state(a), state(b)
+        assert all(torch.allclose(sa[k], sb[k], atol=1e-6) for k in sa)
+    columns = ["step", "loss", "lr"]
+    pd.testing.assert_frame_equal(straight.loss_log[columns], resumed.loss_log[columns])
+    assert sorted(p.name for p in (tmp_path / "ckpt_b").iterdir()) == ["step_00000004", "step_00000006"]
+
+
+@pytest.mark.slow
+def test_saved_model_holds_ema_weights_not_raw(tiny_prepared, tmp_path):
+    result = train_unet(TINY, tiny_prepared, tmp_path / "ckpt")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "report").mkdir()
+    write_unet_outputs(result, TINY, tmp_path / "model", tmp_path / "report")
+    saved = state(UNet2DModel.from_pretrained(tmp_path / "model"))
+    ema, raw = state(result.ema_unet), state(result.raw_unet)
+    assert all(torch.equal(saved[k], ema[k]) for k in saved)
+    assert any(not torch.allclose(ema[k], raw[k]) for k in ema if ema[k].is_floating_point())
+    assert DDPMScheduler.from_pretrained(tmp_path / "model" / "scheduler").config.variance_type == "learned_range"
+
+
+def test_wall_clock_budget_stops_warns_and_is_recorded(tiny_prepared, tmp_path, capsys):
+    cfg = dataclasses.replace(TINY, max_minutes=0.0, grad_accum=1, schedule=adm_schedule())
+    result = train_unet(cfg, tiny_prepared, tmp_path / "ckpt")
+    assert result.summary["steps"] == 1 and result.summary["stop_reason"] == "max_minutes"
+    assert "WARNING: stopped by max_minutes (0.0) at step 1 of 6" in capsys.readouterr().out
+
+
+def test_the_demo_has_no_time_limit_so_runs_end_at_max_steps():
+    assert settings(UNetTrainConfig, "unet").max_minutes is None
+
+
+def test_the_sample_grid_is_the_unguided_ddim_sampler_with_one_seed_per_image():
+    from augment.samplers import sample
+
+    unet, scheduler = tiny_unet(), trained_scheduler()
+    grid = sample_grid(unet, scheduler, n=3, steps=2, seed=5)
+    alone = sample("ddim", unet, scheduler, [torch.Generator().manual_seed(6)], steps=2)
+    assert grid.shape == (3, 3, 16, 16) and grid.abs().max() <= 1
+    torch.testing.assert_close(grid[1:2], alone.clamp(-1, 1))
+
+
+def test_checkpoints_of_other_settings_are_not_resumed(tiny_prepared, tmp_path):
+    cfg = dataclasses.replace(TINY, max_steps=2, grad_accum=1, schedule=adm_schedule())
+    train_unet(cfg, tiny_prepared, tmp_path / "ckpt")
+    other = train_unet(dataclasses.replace(cfg, lr=5e-4), tiny_prepared, tmp_path / "ckpt")
+    assert other.summary["resumed_from"] is None and other.summary["steps"] == 2
+
+
+@pytest.mark.slow
+def test_stage_main_writes_model_samples_and_loss_plot(tiny_prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, unet={"batch_size": 4, "max_steps": 3, "log_every": 1, "n_samples": 4, "sample_steps": 2})
+    assert stage.main([]) == 0
+    model_dir = tmp_path / "models" / "unet"
+    assert {"config.json", "diffusion_pytorch_model.safetensors", "scheduler", "params.json", "samples.png"} <= {
+        p.name for p in model_dir.iterdir()}
+    params = json.loads((model_dir / "params.json").read_text())
+    assert params["training"]["steps"] == 3 and params["training"]["stop_reason"] == "max_steps"
+    log = pd.read_csv(tmp_path / "reports" / "unet" / "loss.csv")
+    assert list(log.columns) == ["step", "loss", "lr", "images_per_s"] and list(log["step"]) == [1, 2, 3]
+    assert UNet2DModel.from_pretrained(model_dir).config.sample_size == 16
+
+
+def test_unknown_param_fails_with_one_line(tiny_prepared, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, unet={"batchsize": 4})
+    assert stage.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: params.yaml: unet: unknown key(s) batchsize; known: seed,") and err.count("\n") == 1
+    assert not (tmp_path / "models").exists()
+
+
+def test_checkpoint_fingerprint_covers_the_training_code(tmp_path, monkeypatch):
+    import augment.unet
+    from augment.train_unet import fingerprint
+
+    images = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    before = fingerprint(TINY, images)
+    assert fingerprint(TINY, images) == before
+    patched = tmp_path / "unet.py"
+    patched.write_text(open(augment.unet.__file__).read() + "\n# a fix to the loss\n")
+    monkeypatch.setattr(augment.unet, "__file__", str(patched))
+    assert fingerprint(TINY, images) != before

@@ -1,0 +1,115 @@
+"""core.params: params sections as typed, frozen dataclasses; every key required; errors name the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from core.errors import StageError
+from core.params import check_at_least, check_choice, from_dict, read_params, section, to_jsonable
+
+
+@dataclass(frozen=True)
+class Inner:
+    rate: float
+    name: str
+
+    def __post_init__(self) -> None:
+        check_choice(self, "name", ("a", "b"))
+        if not self.rate > 0:
+            raise ValueError(f"rate: must be > 0, got {self.rate}")
+
+
+@dataclass(frozen=True)
+class Outer:
+    steps: int
+    flag: bool
+    guard: float | None
+    folder: Path
+    sizes: tuple[int, ...]
+    inner: Inner
+    extra: dict
+
+    def __post_init__(self) -> None:
+        check_at_least(self, 1, "steps")
+
+
+GOOD = {"steps": 3, "flag": True, "guard": None, "folder": "data/x", "sizes": [1, 2],
+        "inner": {"rate": "1e-3", "name": "a"}, "extra": {"k": 1}}
+
+
+def build(**changes):
+    values = {**GOOD, **changes}
+    return from_dict(Outer, {k: v for k, v in values.items() if v is not ...}, where="params.yaml: outer")
+
+
+def test_values_become_typed_fields():
+    outer = build()
+    assert outer.inner.rate == 0.001  # YAML 1.1 reads 1e-3 as a string
+    assert outer.folder == Path("data/x") and outer.sizes == (1, 2) and outer.guard is None
+    assert yaml.safe_load("lr: 1e-3")["lr"] == "1e-3"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"steps": 10.5}, "params.yaml: outer.steps: expected int, got 10.5"),
+    ({"steps": True}, "params.yaml: outer.steps: expected int, got True"),
+    ({"flag": "yes"}, "params.yaml: outer.flag: expected bool, got 'yes'"),
+    ({"guard": "soon"}, "params.yaml: outer.guard: expected a number, got 'soon'"),
+    ({"folder": 3}, "params.yaml: outer.folder: expected a path, got 3"),
+    ({"inner": {"rate": "fast", "name": "a"}}, "params.yaml: outer.inner.rate: expected a number, got 'fast'"),
+    ({"inner": {"rate": 1, "name": 2}}, "params.yaml: outer.inner.name: expected str, got 2"),
+    ({"inner": 5}, "params.yaml: outer.inner: expected a mapping, got int"),
+])
+def test_wrongly_typed_values_fail_with_the_key_and_value(changes, message):
+    with pytest.raises(StageError) as err:
+        build(**changes)
+    assert str(err.value) == message
+
+
+def test_missing_and_unknown_keys_fail_with_their_names():
+    with pytest.raises(StageError, match=r"^params.yaml: outer: missing key\(s\) flag, extra$"):
+        build(flag=..., extra=...)
+    with pytest.raises(StageError, match=r"^params.yaml: outer.inner: missing key\(s\) name$"):
+        build(inner={"rate": 1.0})
+    with pytest.raises(StageError, match=r"^params.yaml: outer: unknown key\(s\) stpes; known: steps, flag"):
+        build(stpes=4)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"steps": 0}, "params.yaml: outer.steps: must be >= 1, got 0"),
+    ({"inner": {"rate": 1.0, "name": "c"}}, "params.yaml: outer.inner.name: 'c' is not one of a, b"),
+    ({"inner": {"rate": -1.0, "name": "a"}}, "params.yaml: outer.inner.rate: must be > 0, got -1.0"),
+])
+def test_validation_errors_name_the_section_they_were_read_from(changes, message):
+    with pytest.raises(StageError) as err:
+        build(**changes)
+    assert str(err.value) == message
+
+
+def test_section_reads_the_named_section_and_fails_when_it_is_absent(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"inner": {"rate": 2.0, "name": "b"}}))
+    assert section(Inner, "inner", read_params(path)) == Inner(2.0, "b")
+    with pytest.raises(StageError, match="^params.yaml: section 'other' is missing$"):
+        section(Inner, "other", read_params(path))
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "params file not found"),
+    ("a: [1, 2\n", "malformed YAML"),
+    ("- 1\n- 2\n", "expected a mapping of sections"),
+])
+def test_read_params_refuses_a_missing_malformed_or_flat_file(tmp_path, text, message):
+    path = tmp_path / "params.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(StageError, match=message) as err:
+        read_params(path)
+    assert "\n" not in str(err.value)
+
+
+def test_to_jsonable_turns_dataclasses_paths_and_tuples_into_json_types():
+    assert to_jsonable(build()) == {**GOOD, "inner": {"rate": 0.001, "name": "a"}}

@@ -1,0 +1,155 @@
+"""Pseudo-label keep policies, TTA box un-flipping, and both stages end to end on tiny fixtures."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.errors import StageError
+from detection.prepared import load_manifest, read_yolo_labels
+from detection.pseudo_label import PoolImage, cap_background, decide, predict_tta, synthetic_pool, tagged_pool
+from detection.yolo import Detections, PredictSettings
+from pipelines import pseudo_label, train_yolo
+from tests.support import TINY_DETECTION, make_synthetic, write_params, write_tiny_prepared
+
+NAMES = ["bottle", "can", "paper"]
+
+
+def dets(boxes, conf, cls) -> Detections:
+    return Detections(np.array(boxes, np.float32).reshape(-1, 4), np.array(conf, np.float32), np.array(cls, np.int64))
+
+
+def pool_image(required=(), allowed=None, group="g"):
+    allowed = None if allowed is None else frozenset(allowed)
+    return PoolImage("x", None, frozenset(required), allowed, group)
+
+
+BOX = [[1, 1, 5, 5]]
+
+
+def test_synthetic_policy_requires_the_target_and_keeps_other_classes():
+    image = pool_image(required={0})
+    assert decide(image, dets(BOX * 2, [0.9, 0.8], [0, 1]), conf=0.5).reason == "kept"
+    assert len(decide(image, dets(BOX * 2, [0.9, 0.8], [0, 1]), conf=0.5).detections.cls) == 2
+    assert decide(image, dets(BOX, [0.9], [1]), conf=0.5).reason == "missing_required"
+    assert decide(image, dets(BOX, [0.4], [0]), conf=0.5).reason == "missing_required"  # below conf
+    assert decide(pool_image(), dets(BOX, [0.4], [0]), conf=0.5).reason == "kept_background"
+
+
+def test_tagged_policy_drops_untagged_boxes_and_needs_every_tag():
+    both = pool_image(required={0, 1}, allowed={0, 1})
+    kept = decide(both, dets(BOX * 3, [0.9, 0.8, 0.7], [0, 1, 2]), conf=0.5)
+    assert kept.reason == "kept" and sorted(kept.detections.cls.tolist()) == [0, 1]
+    assert decide(both, dets(BOX, [0.9], [0]), conf=0.5).reason == "missing_required"
+    clean = pool_image(required=(), allowed=())
+    assert decide(clean, dets(BOX, [0.9], [2]), conf=0.5).reason == "kept_background"
+
+
+def test_background_cap_keeps_at_most_the_fraction_and_is_seeded():
+    boxed = [decide(pool_image(), dets(BOX, [0.9], [0]), 0.5)] * 6
+    background = [decide(pool_image(), Detections.empty(), 0.5)] * 10
+    capped = cap_background(boxed + background, fraction=0.25, seed=0)
+    reasons = [d.reason for d in capped]
+    assert reasons.count("kept_background") == 2  # 2 / (6 + 2) = 0.25
+    assert reasons.count("background_cap") == 8 and reasons.count("kept") == 6
+    assert [d.reason for d in cap_background(boxed + background, 0.25, seed=0)] == reasons
+    assert all(d.reason != "kept_background" for d in cap_background(background, 0.5, seed=0))  # nothing boxed
+
+
+class MirrorModel:
+    """Stands in for YOLO.predict: one box at x 2..6 in whatever image it gets (BGR HxWx3)."""
+
+    def predict(self, images, **kwargs):
+        from types import SimpleNamespace
+
+        import torch
+
+        out = []
+        for image in images:
+            left_half = image[:, : image.shape[1] // 2].mean() > image[:, image.shape[1] // 2:].mean()
+            conf = 0.9 if left_half else 0.6
+            boxes = SimpleNamespace(xyxy=torch.tensor([[2.0, 1.0, 6.0, 5.0]]), conf=torch.tensor([conf]),
+                                    cls=torch.tensor([1.0]))
+            out.append(SimpleNamespace(boxes=boxes))
+        return out
+
+
+def test_tta_unflips_the_mirrored_boxes_and_merges_with_nms():
+    image = np.zeros((16, 16, 3), np.uint8)
+    image[:, :8] = 200  # bright left half: the plain view scores 0.9, the mirrored one 0.6
+    predict = PredictSettings(conf=0.1, iou=0.5, max_det=100, device="cpu", batch=8)
+    plain = predict_tta(MirrorModel(), [image], predict, 32, tta=False)[0]
+    merged = predict_tta(MirrorModel(), [image], predict, 32, tta=True)[0]
+    assert len(plain.cls) == 1
+    # the mirrored view's box x 2..6 maps back to x 10..14: no overlap, both kept
+    np.testing.assert_allclose(sorted(merged.xyxy[:, 0].tolist()), [2.0, 10.0])
+    assert sorted(merged.conf.tolist()) == pytest.approx([0.6, 0.9])
+
+
+def test_pools_read_targets_and_tags(tmp_path, tiny_prepared):
+    make_synthetic(tmp_path, n=3)
+    pool = synthetic_pool(tmp_path / "data" / "synthetic", NAMES, require_target=True)
+    assert [p.required for p in pool] == [frozenset({0}), frozenset({1}), frozenset({2})]
+    assert all(p.allowed is None for p in pool)
+    tagged = tagged_pool(load_manifest(tiny_prepared, ("tagged",)), NAMES)
+    assert tagged[3].required == tagged[3].allowed == frozenset({0, 1}) and tagged[4].group == "(clean)"
+    manifest = tmp_path / "data" / "synthetic" / "manifest.csv"
+    frame = pd.read_csv(manifest)
+    frame.loc[1, "target"] = "tyre"
+    frame.to_csv(manifest, index=False)
+    with pytest.raises(StageError, match=r"manifest.csv: target\(s\) 'tyre' not in classes bottle, can, paper$"):
+        synthetic_pool(tmp_path / "data" / "synthetic", NAMES, require_target=True)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A directory with tiny prepared data + synthetic images and a one-epoch baseline."""
+    root = tmp_path_factory.mktemp("pseudo")
+    write_tiny_prepared(root)
+    make_synthetic(root, n=9)
+    write_params(root, **TINY_DETECTION)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        assert train_yolo.main(["--variant", "baseline"]) == 0
+    return root
+
+
+def check_layout(root, out, report_file):
+    report = json.loads((root / report_file).read_text())
+    total = report["total"]
+    assert total["images"] == sum(total[r] for r in ("kept", "kept_background", "missing_required", "background_cap"))
+    manifest = pd.read_csv(root / out / "manifest.csv", keep_default_na=False)
+    assert len(manifest) == total["kept"] + total["kept_background"]
+    for row in manifest.itertuples():
+        assert (root / out / row.path).is_file()
+        labels = read_yolo_labels(root / out / "labels" / f"{row.image_id}.txt")
+        assert len(labels) == row.n_boxes and ((labels[:, 1:] >= 0) & (labels[:, 1:] <= 1)).all()
+    assert total["kept_background"] <= 0.5 * max(len(manifest), 1)
+    return report, manifest
+
+
+@pytest.mark.slow
+def test_pseudo_label_stages_end_to_end(trained, monkeypatch):
+    root = trained
+    monkeypatch.chdir(root)
+    assert pseudo_label.main([]) == 0
+    report, _ = check_layout(root, "data/pseudo/synthetic", "reports/pseudo_label.json")
+    assert set(report["per_group"]) == set(NAMES) and report["total"]["images"] == 9
+    assert report["total"]["kept"] > 0  # conf 1e-4 with require_target off: the untrained net's boxes pass
+    assert json.loads((root / "data/pseudo/synthetic/params.json").read_text())["imgsz"] == 32
+    assert pseudo_label.main(["--pool", "tagged"]) == 0
+    report, manifest = check_layout(root, "data/pseudo/tagged", "reports/pseudo_label_tagged.json")
+    assert report["total"]["images"] == 8
+    tags = load_manifest(root / "data" / "prepared", ("tagged",)).set_index("image_id")["tags"]
+    for row in manifest.itertuples():  # the consistency rule: predicted classes == tags
+        assert set(filter(None, row.classes.split(";"))) == set(tags[row.image_id])
+
+
+def test_pseudo_label_needs_the_baseline(tmp_path, tiny_prepared, monkeypatch, capsys):
+    make_synthetic(tmp_path)
+    write_params(tmp_path, **TINY_DETECTION)
+    monkeypatch.chdir(tmp_path)
+    assert pseudo_label.main([]) == 2
+    assert capsys.readouterr().err == "error: models/yolo/baseline/best.pt: weights not found; run train_yolo first\n"
+    assert not (tmp_path / "data" / "pseudo").exists() or not any((tmp_path / "data" / "pseudo").iterdir())

@@ -1,0 +1,109 @@
+"""YOLO training offline: dataset views, variant mixes, a one-epoch train with the network refused."""
+
+import socket
+
+import pandas as pd
+import pytest
+import yaml
+
+from core.errors import StageError
+from core.params import from_dict
+from detection.yolo import TrainSettings, YoloParams, pseudo_split, variant_splits, write_dataset_view
+from pipelines import train_yolo
+from tests.support import TINY_DETECTION, repo_params, settings, write_params
+
+
+@pytest.fixture
+def refuse_network(monkeypatch):
+    """Every connection attempt in this process raises, and is recorded."""
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network refused by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    return attempts
+
+
+def fake_pseudo(root, n):
+    """A pseudo-label layout with n images (content irrelevant for the mix)."""
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir(parents=True)
+    for i in range(n):
+        (root / "images" / f"p{i}.png").write_bytes(b"")
+        (root / "labels" / f"p{i}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    pd.DataFrame({"image_id": [f"p{i}" for i in range(n)]}).to_csv(root / "manifest.csv", index=False)
+    return root
+
+
+def test_variant_mix_caps_pseudo_images_by_ratio_and_seed(tmp_path, tiny_prepared):
+    prepared = tiny_prepared  # 8 train, 6 val
+    fake_pseudo(tmp_path / "pseudo" / "synthetic", 20)
+    params = settings(YoloParams, "yolo", synthetic_ratio=1.5)
+    splits = variant_splits("augmented", params, prepared, tmp_path / "pseudo")
+    names = [item.name for item in splits["train"]]
+    assert len(names) == 8 + 12 and sum(n.startswith("synthetic_") for n in names) == 12
+    assert [i.name for i in variant_splits("augmented", params, prepared, tmp_path / "pseudo")["train"]] == names
+    baseline = variant_splits("baseline", params, prepared, tmp_path / "missing")
+    assert len(baseline["train"]) == 8 and len(baseline["val"]) == 6
+    with pytest.raises(StageError, match="pseudo/tagged/manifest.csv: not found"):
+        variant_splits("selftrain", params, prepared, tmp_path / "pseudo")
+    assert pseudo_split(tmp_path / "pseudo" / "synthetic", 0.0, 8, 0) == []
+
+
+def test_dataset_view_copies_images_and_labels_outside_the_prepared_dir(tmp_path, tiny_prepared):
+    prepared = tiny_prepared
+    splits = variant_splits("baseline", settings(YoloParams, "yolo"), prepared, tmp_path)
+    data_yaml = write_dataset_view(tmp_path / "view", splits, ["a", "b", "c"])
+    data = yaml.safe_load(data_yaml.read_text())
+    assert data["names"] == {0: "a", 1: "b", 2: "c"} and data["train"] == "images/train"
+    assert len(list((tmp_path / "view" / "images" / "train").glob("*.png"))) == 8
+    label = (tmp_path / "view" / "labels" / "train" / "real_train_000.txt").read_text()
+    assert label and label == (prepared / "labels" / "train" / "train_000.txt").read_text()
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"imgsz": 40}, "yolo.train.imgsz: must be a positive multiple of 32, got 40"),
+    ({"amp": True}, "yolo.train.amp: must be false or bf16, got True"),
+    ({"epochs": 0}, "yolo.train.epochs: must be >= 1, got 0"),
+    ({"epoch": 3}, "yolo.train: unknown key(s) epoch"),
+])
+def test_train_settings_reject_bad_values(values, message):
+    with pytest.raises(StageError) as err:
+        from_dict(TrainSettings, {**repo_params()["yolo"]["train"], **values}, where="params.yaml: yolo.train")
+    assert str(err.value).startswith(f"params.yaml: {message}")
+
+
+@pytest.mark.slow
+def test_one_epoch_train_offline_writes_weights_and_curves(tmp_path, tiny_prepared, monkeypatch, refuse_network):
+    write_params(tmp_path, **TINY_DETECTION)
+    monkeypatch.chdir(tmp_path)
+    assert train_yolo.main(["--variant", "baseline"]) == 0
+    out = tmp_path / "models" / "yolo" / "baseline"
+    for name in ("best.pt", "last.pt", "results.csv", "args.yaml", "params.json", "metrics.json"):
+        assert (out / name).is_file(), name
+    curves = pd.read_csv(tmp_path / "reports" / "yolo" / "baseline" / "results.csv")
+    assert list(curves["epoch"]) == [1] and "metrics/mAP50(B)" in curves.columns
+    assert not list((tmp_path / "data" / "prepared").rglob("*.cache"))  # caches stay in the temp view
+    assert refuse_network == []
+
+
+def test_stage_fails_with_one_line_without_prepared_data(tmp_path, monkeypatch, capsys):
+    write_params(tmp_path, **TINY_DETECTION)
+    monkeypatch.chdir(tmp_path)
+    assert train_yolo.main(["--variant", "baseline"]) == 2
+    assert capsys.readouterr().err == "error: data/prepared/data.yaml: not found; run the import stage first\n"
+    assert not (tmp_path / "models" / "yolo" / "baseline").exists()
+
+
+def test_importing_ultralytics_leaves_pil_errors_alone(tmp_path):
+    from PIL import Image, UnidentifiedImageError
+
+    from detection.yolo import ultralytics_offline
+
+    ultralytics_offline()
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(tmp_path / "bad.png")

@@ -1,0 +1,102 @@
+"""dvc.yaml: every stage lists exactly the project code its entry point imports.
+
+A missing code dep means a fix to that module never reruns the stage and DVC serves stale
+outputs; an extra one reruns a stage (and all after it) for a change it cannot see.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("core", "augment", "detection", "pipelines")
+
+
+def module_file(name: str) -> Path | None:
+    path = ROOT.joinpath(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def project_imports(path: Path) -> set[str]:
+    """Project modules `path` imports, at any depth of its code (absolute imports only)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return {n for n in names if n.split(".")[0] in PACKAGES and module_file(n) is not None}
+
+
+def has_code(path: Path) -> bool:
+    """False for an empty or docstring-only file: changing it cannot change a result."""
+    body = ast.parse(path.read_text()).body
+    return bool(body) and not (len(body) == 1 and isinstance(body[0], ast.Expr)
+                               and isinstance(body[0].value, ast.Constant))
+
+
+def closure(entry: str) -> set[str]:
+    """Repo-relative files of `entry`, every project module it reaches and their packages, code only."""
+    seen, todo = set(), [entry]
+    while todo:
+        path = module_file(todo.pop())
+        if path in seen:
+            continue
+        seen.add(path)
+        todo += project_imports(path)
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages run first
+    return {p.relative_to(ROOT).as_posix() for p in seen if has_code(p)}
+
+
+def listed_code(deps: list[str]) -> set[str]:
+    """The code files a stage's deps name: files, and every code file under a listed folder."""
+    files = set()
+    for dep in deps:
+        if dep.split("/")[0] not in PACKAGES:
+            continue
+        path = ROOT / dep
+        found = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        files |= {p.relative_to(ROOT).as_posix() for p in found if "__pycache__" not in p.parts and has_code(p)}
+    return files
+
+
+def stages() -> list[tuple[str, str, list[str]]]:
+    """(stage name, entry module, deps) for every stage, foreach expanded to its template."""
+    out = []
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        body = stage.get("do", stage)
+        module = re.search(r"-m (pipelines\.\w+)", body["cmd"]).group(1)
+        out.append((name, module, [str(d) for d in body["deps"]]))
+    return out
+
+
+@pytest.mark.parametrize("name, module, deps", stages(), ids=[s[0] for s in stages()])
+def test_stage_code_deps_equal_the_code_it_imports(name, module, deps):
+    imported, listed = closure(module), listed_code(deps)
+    assert not imported - listed, f"dvc.yaml stage {name}: add to deps {sorted(imported - listed)}"
+    assert not listed - imported, f"dvc.yaml stage {name}: remove from deps {sorted(listed - imported)}"
+
+
+def test_listed_deps_exist():
+    for name, _, deps in stages():
+        for dep in deps:
+            if dep.split("/")[0] in PACKAGES:
+                assert (ROOT / dep).exists(), f"dvc.yaml stage {name}: dep {dep} does not exist"
+
+
+def test_library_never_imports_the_stage_layer():
+    for package in ("core", "augment", "detection"):
+        for path in (ROOT / package).rglob("*.py"):
+            bad = {n for n in project_imports(path) if n.split(".")[0] == "pipelines"}
+            bad |= {n for n in project_imports(path) if package == "core" and n.split(".")[0] != "core"}
+            assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)} from a layer above it"

@@ -1,0 +1,81 @@
+"""The whole DVC pipeline on tiny params in a temporary copy of the repo, and DVC's cache behaviour."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support import REPO, TINY, tiny_params
+
+COPIED = ("dvc.yaml", "params.yaml", "core", "augment", "detection", "pipelines")
+
+
+def dvc(workdir: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "YOLO_OFFLINE": "true", "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(workdir)}
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result.stdout
+
+
+def set_param(workdir: Path, stage: str, key: str, value) -> None:
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params[stage][key] = value
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def pipeline_copy(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("repo")
+    for name in COPIED:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, workdir / name)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    dvc(workdir, "init", "--no-scm", "-q")
+    dvc(workdir, "config", "core.analytics", "false")
+    dvc(workdir, "repro")
+    return workdir
+
+
+@pytest.mark.slow
+def test_full_repro_runs_every_stage_and_writes_every_declared_output(pipeline_copy):
+    listed = {line.split()[0] for line in dvc(pipeline_copy, "stage", "list").splitlines() if line.strip()}
+    locked = yaml.safe_load((pipeline_copy / "dvc.lock").read_text())["stages"]
+    assert set(locked) == listed and len(listed) == 16  # 3 YOLO variants and 2 sweep scales expanded
+    outs = [out["path"] for stage in locked.values() for out in stage.get("outs", [])]
+    missing = [path for path in outs if not (pipeline_copy / path).exists()]
+    assert len(outs) >= 30 and not missing, f"declared but not written: {missing}"
+    assert not list(pipeline_copy.rglob(".*.tmp")), "temp files or folders of atomic writes left behind"
+
+    report = json.loads((pipeline_copy / "reports/import.json").read_text())
+    demo_info = json.loads((pipeline_copy / "data/raw/demo/annotations.json").read_text())["info"]
+    assert report["images"] == TINY["demo"]["n_images"]
+    assert report["boxes_per_class"] == demo_info["object_counts"]
+
+
+@pytest.mark.slow
+def test_second_repro_reruns_nothing(pipeline_copy):
+    assert stages_run(dvc(pipeline_copy, "repro")) == set()
+
+
+def stages_run(repro_output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", repro_output))
+
+
+@pytest.mark.slow
+def test_changing_the_guidance_scale_reruns_only_generation_and_what_follows(pipeline_copy):
+    params = yaml.safe_load((pipeline_copy / "params.yaml").read_text())
+    set_param(pipeline_copy, "generate", "guidance_scale", params["generate"]["guidance_scale"] + 1.5)
+    assert stages_run(dvc(pipeline_copy, "repro")) == {
+        "generate", "gen_metrics", "pseudo_label", "train_yolo@augmented", "evaluate"}
+    assert stages_run(dvc(pipeline_copy, "repro")) == set()

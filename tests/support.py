@@ -1,0 +1,261 @@
+"""What several test modules build on: tiny settings, a tiny prepared dataset, tiny models, fake stage outputs.
+
+Settings start from the repository's own params.yaml (the only source of settings) with tiny
+overrides, so a test never depends on defaults hidden in code.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from diffusers import DDPMScheduler, UNet2DModel
+from PIL import Image
+from torch import nn
+
+from augment.classifier import NoisyLitterClassifier
+from augment.unet import ArchConfig, ScheduleConfig
+from core.params import from_dict
+
+REPO = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+# ---- settings
+
+TINY_NET = {"block_out_channels": [16, 32], "attention_resolutions": [8], "attention_head_dim": 16,
+            "norm_num_groups": 8}
+# Every stage runs for real on 16-px images with these, in about a minute on 2 CPU cores.
+TINY = {
+    "demo": {"n_images": 48, "image_size": 32},
+    "dataset": {"image_size": 16},
+    "split": {"train": 0.4, "tagged": 0.2, "val": 0.2, "test": 0.2},
+    "unet": {"model": TINY_NET, "batch_size": 8, "max_steps": 4, "warmup_steps": 1, "checkpoint_every": 2,
+             "log_every": 1, "n_samples": 4, "sample_steps": 4},
+    "classifier": {"model": TINY_NET, "batch_size": 8, "max_steps": 4},
+    "judge": {"model": TINY_NET, "batch_size": 8, "max_steps": 4},
+    "yolo": {"train": {"epochs": 1, "imgsz": 32, "batch": 8, "device": "cpu", "extra": {"mosaic": 0.0}}},
+    "generate": {"steps": 4, "balance_factor": 0.0, "min_per_class": 2, "control_per_class": 1, "batch_size": 8},
+    "sweep": {"scales": [0, 3], "per_class": 1, "steps": 4},
+    "pseudo_label": {"predict": {"conf": 0.001, "device": "cpu", "batch": 8}},
+    "evaluate": {"predict": {"device": "cpu", "batch": 8}, "bootstrap": {"n_resamples": 50}, "grid_images": 4,
+                 "grid_scale": 3},
+}
+# A large scale: the tiny random classifier's gradients are weak, and the stage must show their effect.
+TINY_GENERATE = {"sampler": "ddim", "steps": 2, "guidance_scale": 1000.0, "eta": 0.0, "seed": 3, "batch_size": 2,
+                 "quota": "balance", "balance_factor": 1.0, "min_per_class": 1, "control_per_class": 1}
+TINY_METRICS = {"k": 1, "kid_subsets": 10, "batch_size": 4}
+# The detection stages on tiny_prepared: keep every box the one-epoch baseline finds, draw everything.
+TINY_DETECTION = {
+    "pseudo_label": {"predict": {"conf": 0.0001}, "require_target": False, "max_background_fraction": 0.5},
+    "evaluate": {"bootstrap": {"n_resamples": 20}, "draw_conf": 0.0},
+}
+
+
+FREE_FORM = ("quota", "class_map", "class_frequency", "extra")  # mappings an override replaces whole
+
+
+def deep_merge(base: dict, overrides: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in FREE_FORM:
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def repo_params() -> dict[str, Any]:
+    """The repository's params.yaml (YAML merge keys resolved)."""
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def tiny_params(**sections: dict) -> dict[str, Any]:
+    """params.yaml with TINY and then `sections` merged in (a section's dict merges key by key)."""
+    return deep_merge(deep_merge(repo_params(), TINY), sections)
+
+
+def write_params(root: Path, **sections: dict) -> dict[str, Any]:
+    params = tiny_params(**sections)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+def settings(cls: type[T], name: str, **overrides: Any) -> T:
+    """Section `name` of the tiny params with `overrides` merged in, as `cls`."""
+    return from_dict(cls, deep_merge(tiny_params()[name], overrides), where=f"params.yaml: {name}")
+
+
+def tiny_arch(**overrides: Any) -> ArchConfig:
+    """TINY_NET with `overrides` (16 and 32 channels, attention at 8 px, 8 groups)."""
+    return from_dict(ArchConfig, {**tiny_params()["unet"]["model"], **overrides}, where="tiny arch")
+
+
+def adm_schedule(**overrides: Any) -> ScheduleConfig:
+    """ADM's own schedule with `overrides`: cosine, 1000 steps, eps prediction, fixed variance."""
+    values = {"noise_schedule": "cosine", "num_train_timesteps": 1000, "learn_sigma": False,
+              "prediction_type": "epsilon", **overrides}
+    return from_dict(ScheduleConfig, values, where="adm schedule")
+
+
+# ---- a tiny prepared dataset (the `import` contract)
+
+TINY_CLASSES = ["bottle", "can", "paper"]
+TINY_COLOURS = [(230, 40, 40), (40, 60, 230), (240, 240, 60)]
+TINY_SIZE = 16
+TINY_SPLITS = {"train": 8, "tagged": 8, "val": 6, "test": 6}
+TINY_PATTERNS = [[0], [1], [2], [0, 1], [], [1, 2]]
+
+
+def write_tiny_prepared(root: Path, seed: int = 0) -> Path:
+    """`root/data/prepared`: data.yaml, manifest.csv, images/{split}/*.png, labels/{train,val,test}/*.txt.
+
+    Each image is a grey road with a light lane line and one coloured 5x5 blob per tagged class
+    (class c has colour TINY_COLOURS[c]); every split holds all tag patterns.
+    """
+    prepared = root / "data" / "prepared"
+    rng = np.random.default_rng(seed)
+    rows = []
+    for split, count in TINY_SPLITS.items():
+        (prepared / "images" / split).mkdir(parents=True, exist_ok=True)
+        (prepared / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            image_id, classes = f"{split}_{i:03d}", TINY_PATTERNS[i % len(TINY_PATTERNS)]
+            image = np.full((TINY_SIZE, TINY_SIZE, 3), 100, np.uint8) + rng.integers(0, 12, (TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
+            image[:, 7:9] = 200  # lane line
+            boxes = []
+            for c in classes:
+                x0, y0 = rng.integers(0, TINY_SIZE - 5, size=2)
+                image[y0:y0 + 5, x0:x0 + 5] = TINY_COLOURS[c]
+                boxes.append(f"{c} {(x0 + 2.5) / TINY_SIZE} {(y0 + 2.5) / TINY_SIZE} {5 / TINY_SIZE} {5 / TINY_SIZE}\n")
+            Image.fromarray(image).save(prepared / "images" / split / f"{image_id}.png")
+            if split != "tagged":
+                (prepared / "labels" / split / f"{image_id}.txt").write_text("".join(boxes))
+            rows.append({"image_id": image_id, "split": split, "path": f"images/{split}/{image_id}.png",
+                         "width": TINY_SIZE, "height": TINY_SIZE, "source": "fixture",
+                         "tags": ";".join(TINY_CLASSES[c] for c in sorted(set(classes))), "n_boxes": len(classes)})
+    pd.DataFrame(rows).to_csv(prepared / "manifest.csv", index=False)
+    data = {"path": ".", "train": "images/train", "val": "images/val", "test": "images/test",
+            "names": dict(enumerate(TINY_CLASSES))}
+    (prepared / "data.yaml").write_text(yaml.safe_dump(data))
+    return prepared
+
+
+def make_synthetic(root: Path, n: int = 6, seed: int = 1) -> Path:
+    """`root/data/synthetic` as `generate` writes it: images/*.png + manifest.csv, targets cycling."""
+    synthetic = root / "data" / "synthetic"
+    (synthetic / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        target = i % len(TINY_CLASSES)
+        image = np.full((TINY_SIZE, TINY_SIZE, 3), 100, np.uint8) + rng.integers(0, 12, (TINY_SIZE, TINY_SIZE, 3),
+                                                                                   dtype=np.uint8)
+        image[5:10, 5:10] = TINY_COLOURS[target]
+        Image.fromarray(image).save(synthetic / "images" / f"syn{i:03d}.png")
+        rows.append({"image_id": f"syn{i:03d}", "path": f"images/syn{i:03d}.png", "target": TINY_CLASSES[target],
+                     "guidance_scale": 1.0, "sampler": "ddim", "steps": 10, "seed": i,
+                     "target_prob": 0.9, "judge_prob": 0.8})
+    pd.DataFrame(rows).to_csv(synthetic / "manifest.csv", index=False)
+    return synthetic
+
+
+# ---- source datasets in the formats `import` reads
+
+W, H = 20, 16  # every source fixture image; non-square so x / y mix-ups show
+
+
+def make_image(path: Path, size: tuple[int, int] = (W, H)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (90, 90, 90)).save(path)
+    return path
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def roboflow_yolo(root: Path, splits=("train", "valid", "test")) -> Path:
+    for folder in splits:
+        make_image(root / folder / "images" / f"{folder}1.jpg")
+        write(root / folder / "labels" / f"{folder}1.txt", "0 0.5 0.5 0.5 0.5\n")
+    write(root / "data.yaml", "train: ../train/images\nval: ../valid/images\ntest: ../test/images\n"
+                              "nc: 2\nnames: ['bottle', 'can']\n")
+    return root
+
+
+def voc_xml(filename: str, objects: str, size: str = f"<size><width>{W}</width><height>{H}</height></size>") -> str:
+    return (f"<annotation><folder>VOC</folder><filename>{filename}</filename>"
+            f"<path>/home/x/{filename}</path>{size}{objects}</annotation>")
+
+
+def voc_object(name: str, xmin="1", ymin="2", xmax="10", ymax="12", difficult="0") -> str:
+    return (f"<object><name>{name}</name><difficult>{difficult}</difficult><bndbox><xmin>{xmin}</xmin>"
+            f"<ymin>{ymin}</ymin><xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox></object>")
+
+
+def voc_devkit(root: Path) -> Path:
+    for stem, objects in [("001", voc_object("can") + voc_object("bottle", "5", "5", "5", "6", difficult="1")),
+                          ("002", voc_object("bottle")), ("003", "")]:
+        make_image(root / "JPEGImages" / f"{stem}.jpg")
+        write(root / "Annotations" / f"{stem}.xml", voc_xml(f"{stem}.jpg", objects))
+    write(root / "ImageSets" / "Main" / "train.txt", "001\n")
+    write(root / "ImageSets" / "Main" / "val.txt", "002\n")
+    write(root / "ImageSets" / "Main" / "trainval.txt", "001\n002\n")
+    return root
+
+
+# ---- tiny models
+
+class LinearClassifier(nn.Module):
+    """logits = W x + b (timestep ignored): grad_x logsigmoid(logit_y) = sigmoid(-logit_y) w_y exactly."""
+
+    def __init__(self, n_classes: int, shape: tuple[int, int, int], seed: int = 0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        dim = shape[0] * shape[1] * shape[2]
+        self.weight = nn.Parameter(torch.randn(n_classes, dim, generator=gen) / dim**0.5)
+        self.bias = nn.Parameter(torch.randn(n_classes, generator=gen))
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        assert timesteps.shape == (x.shape[0],) and timesteps.dtype == torch.long
+        return x.flatten(1) @ self.weight.T + self.bias
+
+    def closed_form_grad(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        w = self.weight[target]  # [B, D]
+        logit = (x.flatten(1) * w).sum(1) + self.bias[target]
+        return (torch.sigmoid(-logit)[:, None] * w).reshape(x.shape).detach()
+
+
+def tiny_noisy_classifier(class_names=("c0", "c1", "c2"), size: int = 16, seed: int = 0,
+                          pool: str = "attention") -> NoisyLitterClassifier:
+    torch.manual_seed(seed)
+    arch = tiny_arch(block_out_channels=[16, 16], attention_resolutions=[], attention_head_dim=8)
+    return NoisyLitterClassifier.from_arch(class_names, size, 1000, arch, pool, where="test").eval()
+
+
+def tiny_unet(out_channels: int = 3, seed: int = 0, size: int = 16) -> UNet2DModel:
+    torch.manual_seed(seed)
+    return UNet2DModel(sample_size=size, in_channels=3, out_channels=out_channels, block_out_channels=(16, 32),
+                       layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8).eval()
+
+
+def trained_scheduler(variance_type: str = "fixed_small", clip_sample: bool = True) -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
+                         variance_type=variance_type, clip_sample=clip_sample)
+
+
+def write_tiny_models(root: Path, judge_names=TINY_CLASSES) -> None:
+    """`root/models/{unet,classifier,judge}` as the training stages write them, tiny and untrained."""
+    unet_dir = root / "models" / "unet"
+    tiny_unet().save_pretrained(unet_dir)
+    trained_scheduler().save_pretrained(unet_dir / "scheduler")
+    tiny_noisy_classifier(TINY_CLASSES, TINY_SIZE, seed=1).save_pretrained(root / "models" / "classifier")
+    tiny_noisy_classifier(judge_names, TINY_SIZE, seed=2).save_pretrained(root / "models" / "judge")

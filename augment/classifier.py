@@ -146,11 +146,15 @@ class NoisyLitterClassifier(ModelMixin, ConfigMixin):
         config_file, weights_file = unet_dir / CONFIG_NAME, unet_dir / SAFETENSORS_WEIGHTS_NAME
         if not config_file.is_file() or not weights_file.is_file():
             raise StageError(f"{unet_dir}: missing {CONFIG_NAME} or {SAFETENSORS_WEIGHTS_NAME}; run train_unet first")
-        mismatch = unet_arch_mismatch(json.loads(config_file.read_text()), self.arch, self.image_size)
+        try:
+            unet_config, unet_state = json.loads(config_file.read_text()), load_file(str(weights_file))
+        except (OSError, ValueError, SafetensorError) as err:
+            raise StageError(f"{unet_dir}: unreadable UNet ({type(err).__name__}: {err}); rerun the train_unet "
+                             "stage".replace("\n", " ")) from None
+        mismatch = unet_arch_mismatch(unet_config, self.arch, self.image_size)
         if mismatch:
             raise StageError(f"{config_file}: cannot start the classifier from this UNet: {mismatch}; "
                              "init_from_unet needs the classifier's model section equal to the UNet's")
-        unet_state = load_file(str(weights_file))
         encoder = {k: unet_state[k] for k in self.state_dict() if k.startswith(ENCODER_PREFIXES)}
         self.load_state_dict(encoder, strict=False)
         return len(encoder)
@@ -164,6 +168,6 @@ def load_classifier(path: Path | str, device: str | torch.device = "cpu") -> Noi
         raise StageError(f"{path}: missing {CONFIG_NAME} or {SAFETENSORS_WEIGHTS_NAME}; train the classifier first")
     try:
         model = NoisyLitterClassifier.from_pretrained(path)
-    except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError, json.JSONDecodeError) as err:
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as err:
         raise StageError(f"{path}: unreadable classifier ({type(err).__name__}: {err})".replace("\n", " ")) from None
     return model.to(device).eval()

@@ -36,6 +36,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.utils import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
 from PIL import Image
+from safetensors import SafetensorError
 from scipy.stats import binomtest
 from torch import nn
 from tqdm.auto import tqdm
@@ -117,8 +118,12 @@ def load_models(unet_dir: Path, classifier_dir: Path, judge_dir: Path, class_nam
                  unet_dir / "scheduler" / "scheduler_config.json"):
         if not path.is_file():
             raise StageError(f"{path}: not found; run the train_unet stage first")
-    unet = UNet2DModel.from_pretrained(unet_dir).to(device).eval()
-    scheduler = DDPMScheduler.from_pretrained(unet_dir / "scheduler")
+    try:
+        unet = UNet2DModel.from_pretrained(unet_dir).to(device).eval()
+        scheduler = DDPMScheduler.from_pretrained(unet_dir / "scheduler")
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as err:
+        raise StageError(f"{unet_dir}: unreadable UNet ({type(err).__name__}: {err}); rerun the train_unet "
+                         "stage".replace("\n", " ")) from None
     check_model_pair(unet, scheduler)
     models = Models(unet, scheduler, load_classifier(classifier_dir, device), load_classifier(judge_dir, device))
     for path, model in ((classifier_dir, models.classifier), (judge_dir, models.judge)):

@@ -39,7 +39,7 @@ from augment.data import (
 from augment.training import MIXED_PRECISION, over_budget, resolve_mixed_precision, warn_time_stop
 from augment.unet import ArchConfig
 from core.errors import StageError
-from core.params import check_at_least, check_choice
+from core.params import check_at_least, check_choice, check_positive
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,7 @@ class ClassifierTrainConfig:
         check_choice(self, "mixed_precision", MIXED_PRECISION)
         check_at_least(self, 1, "batch_size", "max_steps", "eval_buckets")
         check_at_least(self, 0, "weight_decay", "augment_strength")
-        if not self.lr > 0:
-            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        check_positive(self, "lr", "max_minutes")
         if not 0 <= self.low_noise_share <= 1:
             raise ValueError(f"low_noise_share: must be in [0, 1], got {self.low_noise_share}")
         if not self.noised:
@@ -118,7 +117,11 @@ def train_classifier(cfg: ClassifierTrainConfig, name: str, prepared: Path | str
     scheduler_dir = Path(unet_dir) / "scheduler"
     if cfg.noised and not scheduler_dir.is_dir():
         raise StageError(f"{scheduler_dir}: noise schedule not found; run train_unet first")
-    scheduler = DDPMScheduler.from_pretrained(str(scheduler_dir)) if cfg.noised else None
+    try:
+        scheduler = DDPMScheduler.from_pretrained(str(scheduler_dir)) if cfg.noised else None
+    except (OSError, ValueError) as err:
+        raise StageError(f"{scheduler_dir}: unreadable noise schedule ({type(err).__name__}: {err}); rerun the "
+                         "train_unet stage".replace("\n", " ")) from None
     check_low_noise_range(cfg, name, scheduler)
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision, PartialState().device))
     data = load_image_set(prepared, GENERATIVE_SPLITS)

@@ -39,7 +39,7 @@ from augment.samplers import sample
 from augment.training import MIXED_PRECISION, over_budget, resolve_mixed_precision, warn_time_stop
 from augment.unet import ArchConfig, ScheduleConfig, build_scheduler, build_unet, diffusion_loss
 from core.io import write_json
-from core.params import check_at_least, check_choice, to_jsonable
+from core.params import check_at_least, check_choice, check_positive, to_jsonable
 
 LOSS_COLUMNS = ("step", "loss", "lr", "images_per_s")
 
@@ -88,8 +88,7 @@ class UNetTrainConfig:
         check_at_least(self, 1, "batch_size", "grad_accum", "max_steps", "checkpoint_every", "keep_checkpoints",
                        "log_every", "n_samples", "sample_steps")
         check_at_least(self, 0, "warmup_steps", "weight_decay", "vlb_weight")
-        if not self.lr > 0 or not self.grad_clip > 0:
-            raise ValueError(f"lr and grad_clip must be > 0, got {self.lr} and {self.grad_clip}")
+        check_positive(self, "lr", "grad_clip", "snr_gamma", "max_minutes")
 
 
 # Settings that may change between a checkpoint and its resumption without invalidating it.
@@ -122,13 +121,15 @@ class TrainedUNet:
     is_main: bool
 
 
-def fingerprint(cfg: UNetTrainConfig, images: torch.Tensor) -> str:
-    """Hash of the settings, data and training code a checkpoint depends on (a mismatch: start afresh).
+def fingerprint(cfg: UNetTrainConfig, images: torch.Tensor, accelerator: Accelerator) -> str:
+    """Hash of what a checkpoint's weights depend on (a mismatch: start afresh): the settings, the
+    precision and number of processes they resolved to, the data and the training code.
 
     The code counts too: after a fix to the loss or the model, DVC reruns the stage, and resuming
     a finished old run would silently save the old weights again.
     """
     settings = {k: v for k, v in to_jsonable(cfg).items() if k not in RESUMABLE_KEYS}
+    settings["resolved"] = [accelerator.mixed_precision, accelerator.num_processes]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     digest.update(images.numpy().tobytes())
     for module in (augment.unet, augment.data, augment.training, sys.modules[__name__]):
@@ -136,14 +137,19 @@ def fingerprint(cfg: UNetTrainConfig, images: torch.Tensor) -> str:
     return digest.hexdigest()[:16]
 
 
-def latest_checkpoint(checkpoint_dir: Path, key: str) -> Path | None:
-    """The newest complete checkpoint made with the same fingerprint, if any."""
-    candidates = sorted(checkpoint_dir.glob("step_*"))
-    for path in reversed(candidates):
+def resumable_checkpoints(checkpoint_dir: Path, key: str, max_steps: int) -> list[Path]:
+    """Complete checkpoints made with the same fingerprint at step <= max_steps, oldest first.
+
+    A checkpoint past max_steps is never resumed: its weights have trained longer than asked.
+    One at or before it lies on the same trajectory (batch order and noise depend only on the
+    step), so resuming it gives exactly what an uninterrupted run to max_steps gives.
+    """
+    def usable(path: Path) -> bool:
         marker = path / "fingerprint.txt"
-        if marker.is_file() and marker.read_text().strip() == key:
-            return path
-    return None
+        return (marker.is_file() and marker.read_text().strip() == key
+                and int(path.name.removeprefix("step_")) <= max_steps)
+
+    return [path for path in sorted(checkpoint_dir.glob("step_*")) if usable(path)]
 
 
 def save_checkpoint(accelerator: Accelerator, checkpoint_dir: Path, step: int, key: str, keep: int) -> None:
@@ -215,16 +221,19 @@ def train_unet(cfg: UNetTrainConfig, prepared: Path | str, checkpoint_dir: Path 
         mixed_precision=resolve_mixed_precision(cfg.mixed_precision, PartialState().device),
     )
     data = load_image_set(prepared, GENERATIVE_SPLITS)
-    checkpoint_dir, key = Path(checkpoint_dir), fingerprint(cfg, data.images)
+    checkpoint_dir, key = Path(checkpoint_dir), fingerprint(cfg, data.images, accelerator)
     state = build_training(cfg, data.images, accelerator,
                            lambda step: save_checkpoint(accelerator, checkpoint_dir, step, key, cfg.keep_checkpoints))
     accelerator.register_for_checkpointing(state.ema, state.progress)
-    resume_from = latest_checkpoint(checkpoint_dir, key)
+    usable = resumable_checkpoints(checkpoint_dir, key, cfg.max_steps) if checkpoint_dir.is_dir() else []
+    resume_from = usable[-1] if usable else None
+    if accelerator.is_main_process and checkpoint_dir.is_dir():
+        for path in set(checkpoint_dir.iterdir()) - set(usable):  # other settings, data or code; past max_steps
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    accelerator.wait_for_everyone()
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         accelerator.print(f"train_unet: resumed from {resume_from} (step {state.progress.step})")
-    elif accelerator.is_main_process and checkpoint_dir.exists():
-        shutil.rmtree(checkpoint_dir)  # checkpoints of other settings or data
     accelerator.wait_for_everyone()
     stop_reason = run_loop(cfg, state)
     raw = accelerator.unwrap_model(state.unet)  # fp32 weights: mixed precision only autocasts
@@ -235,7 +244,7 @@ def train_unet(cfg: UNetTrainConfig, prepared: Path | str, checkpoint_dir: Path 
         "train_minutes": round(state.progress.elapsed_s / 60, 2), "n_images": len(data.images),
         "image_size": data.image_size, "resumed_from": resume_from, "mixed_precision": accelerator.mixed_precision,
         "num_processes": accelerator.num_processes, "n_parameters": sum(p.numel() for p in raw.parameters()),
-        "ema_decay": state.ema.cur_decay_value,
+        "ema_decay": state.ema.get_decay(state.ema.optimization_step),  # also right after a resume
     }
     loss_log = pd.DataFrame(state.progress.rows, columns=list(LOSS_COLUMNS))
     return TrainedUNet(ema_unet.eval(), raw.eval(), state.scheduler, loss_log, summary, accelerator.is_main_process)
@@ -300,11 +309,19 @@ def sample_grid(unet: UNet2DModel, scheduler: DDPMScheduler, n: int, steps: int,
     return sample("ddim", unet, scheduler, generators, steps=steps).clamp(-1, 1)
 
 
+# Summary entries that differ between runs of the same training (a resumed run, a slower machine):
+# kept out of the model folder, whose hash downstream stages depend on.
+RUN_DETAILS = ("train_minutes", "resumed_from")
+
+
 def write_unet_outputs(result: TrainedUNet, cfg: UNetTrainConfig, model_dir: Path, report_dir: Path) -> None:
-    """models/unet: EMA UNet (save_pretrained) + scheduler/ + params.json + samples.png; loss.csv."""
+    """model_dir: EMA UNet (save_pretrained) + scheduler/ + params.json + samples.png;
+    report_dir: loss.csv and training.json (the whole summary, run details included)."""
     result.ema_unet.save_pretrained(model_dir)
     result.scheduler.save_pretrained(model_dir / "scheduler")
     samples = sample_grid(result.ema_unet, result.scheduler, cfg.n_samples, cfg.sample_steps, cfg.sample_seed)
     save_image((samples + 1) / 2, model_dir / "samples.png", nrow=max(1, int(cfg.n_samples**0.5)), padding=1)
-    write_json(model_dir / "params.json", {"unet": cfg, "training": result.summary})
+    training = {k: v for k, v in result.summary.items() if k not in RUN_DETAILS}
+    write_json(model_dir / "params.json", {"unet": cfg, "training": training})
+    write_json(report_dir / "training.json", result.summary)
     result.loss_log.to_csv(report_dir / "loss.csv", index=False)

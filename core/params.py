@@ -58,10 +58,9 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str) -> T:
     kwargs = {}
     for key, value in values.items():
         if dataclasses.is_dataclass(hints[key]):
-            value = from_dict(hints[key], value, where=f"{where}.{key}")
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[key] = checked_scalar(hints[key], value, f"{where}.{key}")
+            kwargs[key] = from_dict(hints[key], value, where=f"{where}.{key}")
+        else:
+            kwargs[key] = checked_value(hints[key], value, f"{where}.{key}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
@@ -71,6 +70,24 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str) -> T:
 
 def has_default(field: dataclasses.Field) -> bool:
     return field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+
+
+def checked_value(hint: Any, value: Any, where: str) -> Any:
+    """value checked against its field's type: a list for `tuple[X, ...]` (each item an X), a
+    mapping for `dict`, a scalar for the rest (`checked_scalar`); YAML lists become tuples."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise StageError(f"{where}: expected a list, got {value!r}")
+        item = typing.get_args(hint)[0]
+        checked = [checked_scalar(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        # numbers keep the form they were written in: DVC names foreach stages after it (sweep@0, not 0.0)
+        return tuple(v if item is float and isinstance(v, int) else c for v, c in zip(value, checked))
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise StageError(f"{where}: expected a mapping, got {value!r}")
+        return value
+    return checked_scalar(hint, value, where)
 
 
 def checked_scalar(hint: Any, value: Any, where: str) -> Any:
@@ -124,3 +141,10 @@ def check_at_least(settings: Any, minimum: float, *names: str) -> None:
         value = getattr(settings, name)
         if value is not None and value < minimum:
             raise ValueError(f"{name}: must be >= {minimum}, got {value!r}")
+
+
+def check_positive(settings: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(settings, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"{name}: must be > 0, got {value!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +21,7 @@ def read_table(path: Path | str, columns: Sequence[str], made_by: str, text_colu
     path = Path(path)
     if not path.is_file():
         raise StageError(f"{path}: not found; run the {made_by} stage first")
+    check_row_lengths(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)  # a row longer than the header
@@ -30,6 +32,21 @@ def read_table(path: Path | str, columns: Sequence[str], made_by: str, text_colu
     if missing:
         raise StageError(f"{path}: missing column(s) {', '.join(missing)}")
     return frame
+
+
+def check_row_lengths(path: Path) -> None:
+    """Every row has the header's number of fields: a file cut off mid-row (a killed writer, a bad
+    copy) is an error, where pandas would fill the missing fields with blanks."""
+    try:
+        with path.open(newline="") as handle:
+            rows = csv.reader(handle)
+            header = next(rows, None)
+            for line, row in enumerate(rows, start=2):
+                if row and len(row) != len(header):
+                    raise StageError(f"{path}: line {line}: {len(row)} fields where the header has {len(header)} "
+                                     "(a cut-off or malformed file?)")
+    except (csv.Error, UnicodeDecodeError) as err:
+        raise StageError(f"{path}: malformed CSV: {err}") from None
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

@@ -44,11 +44,13 @@ class DatasetParams:
     clip_tolerance_px: float   # boxes at most this far outside the image are clipped
     min_box_px: float          # boxes thinner than this (source px) are degenerate
     on_error: str              # fail | skip
+    on_missing_split: str      # a split the source declares but does not ship: skip (reported) | fail
 
     def __post_init__(self) -> None:
         check_choice(self, "format", ("auto", *FORMATS))
         check_choice(self, "resize", ("letterbox", "stretch"))
         check_choice(self, "on_error", ON_ERROR)
+        check_choice(self, "on_missing_split", ("skip", "fail"))
         if not self.classes or len(set(self.classes)) != len(self.classes):
             raise ValueError(f"classes must be a non-empty list of distinct names, got {list(self.classes)}")
         bad_targets = sorted(set(self.class_map.values()) - set(self.classes))
@@ -173,7 +175,7 @@ def prepare_dataset(dataset: DatasetParams, split: SplitParams, out: Path) -> di
     if not path.exists():
         raise StageError(f"{path}: dataset path not found (params.yaml dataset.path)")
     fmt = detect_format(path) if dataset.format == "auto" else dataset.format
-    problems = Problems(dataset.on_error)
+    problems = Problems(dataset.on_error, dataset.on_missing_split)
     sources, source_names = read_dataset(path, fmt, problems)
     root = dataset_root(path)
     sources = sorted(sources, key=lambda s: s.key)
@@ -181,6 +183,9 @@ def prepare_dataset(dataset: DatasetParams, split: SplitParams, out: Path) -> di
     prepared = [p for s in sources if s.key in ids and (p := prepare_image(s, dataset, problems))]
     if not prepared:
         raise StageError(f"{root}: no usable images found")
+    if not any(p.boxes for p in prepared):
+        raise StageError(f"{root}: none of the {len(prepared)} images has a box of dataset.classes; a detector "
+                         "cannot learn from that (empty or missing label files? classes not mapped?)")
     names = list(dataset.classes)
     tags = [tuple(names[c] for c in sorted({b[0] for b in p.boxes})) for p in prepared]
     splits = assign_splits(tags, [p.source.split for p in prepared], split)
@@ -230,4 +235,5 @@ def import_report(manifest: pd.DataFrame, prepared: list[PreparedImage], splits:
         "source": str(root), "format": fmt, "source_classes": source_names, "classes": names,
         "images": len(manifest), "boxes_per_class": {n: totals[n] for n in names},
         "splits": per_split, "fixed": problems.fixed, "skipped": problems.skipped,
+        "missing_splits": problems.missing_splits,
     }

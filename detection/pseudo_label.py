@@ -20,6 +20,7 @@ found in both views keeps the higher confidence).
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 from dataclasses import dataclass
@@ -157,7 +158,8 @@ def write_layout(decisions: Sequence[Decision], out_dir: Path, names: Sequence[s
         width, height = Image.open(image_path).size
         (out_dir / "labels" / f"{d.image.image_id}.txt").write_text(pixels_to_labels(d.detections, width, height))
         rows.append({"image_id": d.image.image_id, "path": f"images/{d.image.image_id}.png",
-                     "source_path": str(d.image.path), "group": d.image.group, "n_boxes": len(d.detections.cls),
+                     "source_path": os.path.relpath(d.image.path),  # relative: the same bytes in any clone
+                     "group": d.image.group, "n_boxes": len(d.detections.cls),
                      "classes": ";".join(sorted({names[c] for c in d.detections.cls.tolist()}))})
     manifest = pd.DataFrame(rows, columns=["image_id", "path", "source_path", "group", "n_boxes", "classes"])
     manifest.to_csv(out_dir / "manifest.csv", index=False)

@@ -47,8 +47,10 @@ class Problems:
     """Collects bad records: `fail` raises on the first, `skip` keeps them for the import report."""
 
     on_error: str                         # fail | skip (ON_ERROR)
+    on_missing_split: str                 # a declared split whose folder is absent: fail | skip
     skipped: list[dict] = field(default_factory=list)
     fixed: list[dict] = field(default_factory=list)
+    missing_splits: list[dict] = field(default_factory=list)
 
     def bad(self, file: Path | str, record: str, reason: str) -> None:
         """A record that cannot be used: stop (fail) or note it as skipped (skip)."""
@@ -60,9 +62,20 @@ class Problems:
         """A record that was repaired (e.g. a box clipped by a pixel); always reported."""
         self.fixed.append({"file": str(file), "record": record, "reason": reason})
 
+    def missing_split(self, file: Path | str, split: str, reason: str) -> None:
+        """A split the dataset declares but does not ship (an export downloaded in part): stop
+        (`on_missing_split: fail`) or note it and go on without it (`skip`)."""
+        if self.on_missing_split == "fail":
+            raise StageError(f"{file}: {split}: {reason}")
+        self.missing_splits.append({"file": str(file), "split": split, "reason": reason})
+
 
 class BadRecord(Exception):
     """Raised by parsing helpers with the reason only; the reader adds file and record via `Problems`."""
+
+
+class MissingSplit(BadRecord):
+    """A declared split's folder or list does not exist."""
 
 
 def fatal(file: Path | str, record: str, reason: str) -> StageError:

@@ -18,16 +18,17 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from core.errors import StageError
+from core.io import scratch_dir
 from core.params import check_at_least
 from detection.prepared import label_path, load_manifest, read_yolo_labels
 
@@ -127,6 +128,10 @@ class LabelledImage:
 def prepared_split(prepared: Path | str, split: str) -> list[LabelledImage]:
     """The images of one boxed split of `data/prepared` with their label files."""
     frame = load_manifest(prepared, (split,))
+    for row in frame.itertuples():
+        if not Path(row.abspath).is_file():
+            raise StageError(f"{Path(prepared) / 'manifest.csv'}: image {row.image_id}: {row.path} not found; "
+                             "rerun the import stage")
     return [LabelledImage(Path(p), label_path(p), f"real_{i}") for i, p in zip(frame["image_id"], frame["abspath"])]
 
 
@@ -184,15 +189,15 @@ def variant_splits(variant: str, params: YoloParams, prepared: Path | str,
 
 # --------------------------------------------------------------------------- train / predict
 
-def train(settings: TrainSettings, data_yaml: Path, out_dir: Path) -> dict[str, Any]:
-    """Train one YOLO model; `best.pt`, `last.pt`, `results.csv`, `args.yaml` land in `out_dir`.
-
-    Returns ultralytics' final validation metrics (of best.pt on val) as plain floats.
+def train(settings: TrainSettings, data_yaml: Path, out_dir: Path, log_dir: Path) -> dict[str, Any]:
+    """Train one YOLO model: `best.pt`, `last.pt`, `results.csv`, `args.yaml` land in `out_dir`
+    as the same training always writes them (`reproducible_copy`), the per-epoch log with its
+    timings in `log_dir/results.csv`. Returns ultralytics' final validation metrics (of best.pt
+    on val) as plain floats.
     """
     YOLO = ultralytics_offline().YOLO
     device = resolve_device(settings.device)
-    run_root = Path(tempfile.mkdtemp(prefix="yolo_run_"))
-    try:
+    with scratch_dir("yolo_run_") as run_root:
         model = YOLO(settings.model)
         args = dict(data=str(data_yaml), epochs=settings.epochs, imgsz=settings.imgsz, batch=settings.batch,
                     seed=settings.seed, deterministic=True, device=device, patience=settings.patience,
@@ -204,14 +209,43 @@ def train(settings: TrainSettings, data_yaml: Path, out_dir: Path) -> dict[str, 
         for name in ("weights/best.pt", "weights/last.pt", "results.csv", "args.yaml"):
             if not (run / name).is_file():
                 raise StageError(f"{run / name}: ultralytics wrote no such file; training failed")
-            shutil.copyfile(run / name, out_dir / Path(name).name)
+            reproducible_copy(run / name, out_dir / Path(name).name, {run_root: "<run>", data_yaml.parent: "<data>"})
+        shutil.copyfile(run / "results.csv", log_dir / "results.csv")
         if settings.plots:
             for png in run.glob("*.png"):
                 shutil.copyfile(png, out_dir / png.name)
         metrics = getattr(model.trainer, "metrics", {}) or {}
         return {k: float(v) for k, v in metrics.items()}
-    finally:
-        shutil.rmtree(run_root, ignore_errors=True)
+
+
+def reproducible_copy(source: Path, target: Path, scratch: dict[Path, str]) -> None:
+    """Copy a run file without what differs between identical trainings: the date, git details,
+    timings and the random scratch folders (replaced by `scratch[folder]`), so DVC hashes the same
+    weights the same and the stages after it stay cached."""
+    def scrub(value: Any) -> Any:
+        if isinstance(value, str):
+            for folder, name in scratch.items():
+                value = value.replace(str(folder), name)
+            return value
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        return value
+
+    if source.suffix == ".pt":
+        import torch
+
+        checkpoint = torch.load(source, map_location="cpu", weights_only=False)  # our own training run's file
+        checkpoint.update(date=None, git=None, train_args=scrub(checkpoint.get("train_args")),
+                          train_results={k: v for k, v in (checkpoint.get("train_results") or {}).items()
+                                         if k != "time"})
+        if isinstance(getattr(checkpoint.get("model"), "args", None), dict):
+            checkpoint["model"].args = scrub(checkpoint["model"].args)
+        torch.save(checkpoint, target)
+    elif source.suffix == ".csv":
+        frame = pd.read_csv(source)
+        frame.drop(columns=[c for c in frame.columns if c.strip() == "time"]).to_csv(target, index=False)
+    else:
+        target.write_text(scrub(source.read_text()))
 
 
 @dataclass(frozen=True)
@@ -251,7 +285,12 @@ def load_model(weights: Path | str):
     weights = Path(weights)
     if not weights.is_file():
         raise StageError(f"{weights}: weights not found; run train_yolo first")
-    return ultralytics_offline().YOLO(str(weights))
+    YOLO = ultralytics_offline().YOLO
+    try:
+        return YOLO(str(weights))
+    except Exception as err:  # ultralytics raises anything from a damaged pickle; the stage needs one line
+        raise StageError(f"{weights}: unreadable YOLO weights ({type(err).__name__}: {err}); rerun "
+                         "train_yolo".replace("\n", " ")) from None
 
 
 def predict(model, images: Sequence[np.ndarray], settings: PredictSettings, imgsz: int) -> list[Detections]:

@@ -21,6 +21,8 @@ def _main(argv: list[str] | None) -> None:
     counts = ", ".join(f"{name} {info['images']}" for name, info in report["splits"].items())
     print(f"imported {report['images']} images ({report['format']}): {counts}; "
           f"{len(report['fixed'])} fixed, {len(report['skipped'])} skipped")
+    for missing in report["missing_splits"]:
+        print(f"warning: {missing['file']}: {missing['split']}: {missing['reason']}; imported without it")
 
 
 def main(argv: list[str] | None = None) -> int:

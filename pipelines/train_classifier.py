@@ -33,7 +33,8 @@ def _main(argv: list[str] | None) -> None:
     if result.is_main:
         with atomic_dir(model_dir) as out:
             result.model.save_pretrained(out)
-            write_json(out / "params.json", {name: cfg, "training": result.report})
+            training = {k: v for k, v in result.report.items() if k != "train_minutes"}  # same run, same hash
+            write_json(out / "params.json", {name: cfg, "training": training})
         write_json(paths.reports / f"{name}.json", result.report)
         print(f"train_{name}: {result.report['steps']} steps ({result.report['stop_reason']}) -> {model_dir}")
 

@@ -12,12 +12,9 @@ args.yaml, params.json, metrics.json) and <paths.reports>/yolo/<variant>/results
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 
-from core.io import atomic_dirs, write_json
+from core.io import atomic_dirs, scratch_dir, write_json
 from core.params import section
 from detection.prepared import class_names
 from detection.yolo import VARIANTS, YoloParams, train, variant_splits, write_dataset_view
@@ -30,11 +27,10 @@ def _main(argv: list[str] | None) -> None:
     settings = section(YoloParams, "yolo", params)
     names = class_names(paths.prepared)
     splits = variant_splits(args.variant, settings, paths.prepared, paths.pseudo)
-    with tempfile.TemporaryDirectory(prefix="yolo_data_") as view_dir, \
+    with scratch_dir("yolo_data_") as view_dir, \
             atomic_dirs(paths.yolo / args.variant, paths.reports / "yolo" / args.variant) as (out_dir, report_dir):
-        data_yaml = write_dataset_view(Path(view_dir), splits, names)
-        metrics = train(settings.train, data_yaml, out_dir)
-        shutil.copyfile(out_dir / "results.csv", report_dir / "results.csv")
+        data_yaml = write_dataset_view(view_dir, splits, names)
+        metrics = train(settings.train, data_yaml, out_dir, report_dir)
         write_json(out_dir / "params.json", {"variant": args.variant, "yolo": settings, "classes": names,
                                              "n_images": {s: len(v) for s, v in splits.items()}})
         write_json(out_dir / "metrics.json", metrics)

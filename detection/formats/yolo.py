@@ -39,7 +39,7 @@ from PIL import Image
 from detection.formats import (SPLIT_DIR_NAMES, YOLO_YAML_NAMES, add_unique, read_annotation_text, resolve_under,
                                split_name)
 from detection.prepared import label_path
-from detection.records import (IMAGE_SUFFIXES, BadRecord, Problems, SourceBox, SourceImage, fatal,
+from detection.records import (IMAGE_SUFFIXES, BadRecord, MissingSplit, Problems, SourceBox, SourceImage, fatal,
                                image_key, resolve_inside)
 
 SPLIT_KEYS = ("train", "val", "test")
@@ -120,6 +120,8 @@ def yaml_sources(root: Path, yaml_file: Path, config: dict[str, Any], problems: 
         for entry in entries if isinstance(entries, list) else [entries]:
             try:
                 sources.append((split, split_source(root, base, yaml_file, split, entry, problems)))
+            except MissingSplit as err:
+                problems.missing_split(yaml_file, split, str(err))
             except BadRecord as err:
                 problems.bad(yaml_file, split, str(err))
     return sources
@@ -150,7 +152,7 @@ def split_source(root: Path, base: Path, yaml_file: Path, split: str, entry: Any
         candidate = resolve_under(root, base, "/".join(parts))
         problems.fix(yaml_file, split, f"{entry!r} leads out of the dataset root; read as {'/'.join(parts)!r}")
     if not candidate.exists():
-        raise BadRecord(f"{entry!r} not found (looked for {candidate})")
+        raise MissingSplit(f"{entry!r} not found (looked for {candidate})")
     return candidate
 
 

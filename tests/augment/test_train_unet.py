@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -56,10 +57,10 @@ def test_saved_model_holds_ema_weights_not_raw(tiny_prepared, tmp_path):
 
 
 def test_wall_clock_budget_stops_warns_and_is_recorded(tiny_prepared, tmp_path, capsys):
-    cfg = dataclasses.replace(TINY, max_minutes=0.0, grad_accum=1, schedule=adm_schedule())
+    cfg = dataclasses.replace(TINY, max_minutes=1e-9, grad_accum=1, schedule=adm_schedule())
     result = train_unet(cfg, tiny_prepared, tmp_path / "ckpt")
     assert result.summary["steps"] == 1 and result.summary["stop_reason"] == "max_minutes"
-    assert "WARNING: stopped by max_minutes (0.0) at step 1 of 6" in capsys.readouterr().out
+    assert "WARNING: stopped by max_minutes (1e-09) at step 1 of 6" in capsys.readouterr().out
 
 
 def test_the_demo_has_no_time_limit_so_runs_end_at_max_steps():
@@ -107,14 +108,41 @@ def test_unknown_param_fails_with_one_line(tiny_prepared, tmp_path, monkeypatch,
     assert not (tmp_path / "models").exists()
 
 
-def test_checkpoint_fingerprint_covers_the_training_code(tmp_path, monkeypatch):
+def test_checkpoint_fingerprint_covers_the_training_code_and_the_resolved_precision(tmp_path, monkeypatch):
     import augment.unet
     from augment.train_unet import fingerprint
 
     images = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
-    before = fingerprint(TINY, images)
-    assert fingerprint(TINY, images) == before
+    fp32, bf16 = SimpleNamespace(mixed_precision="no", num_processes=1), SimpleNamespace(mixed_precision="bf16",
+                                                                                        num_processes=1)
+    before = fingerprint(TINY, images, fp32)
+    assert fingerprint(TINY, images, fp32) == before
+    assert fingerprint(dataclasses.replace(TINY, max_steps=99, log_every=5), images, fp32) == before  # resumable
+    assert fingerprint(TINY, images, bf16) != before  # `auto` may resolve otherwise on another machine
+    assert fingerprint(TINY, images, SimpleNamespace(mixed_precision="no", num_processes=2)) != before
     patched = tmp_path / "unet.py"
     patched.write_text(open(augment.unet.__file__).read() + "\n# a fix to the loss\n")
     monkeypatch.setattr(augment.unet, "__file__", str(patched))
-    assert fingerprint(TINY, images) != before
+    assert fingerprint(TINY, images, fp32) != before
+
+
+def test_lowering_max_steps_resumes_an_earlier_checkpoint_never_a_later_one(tiny_prepared, tmp_path):
+    cfg = dataclasses.replace(TINY, max_steps=4, grad_accum=1, checkpoint_every=1, keep_checkpoints=4,
+                              schedule=adm_schedule())
+    train_unet(cfg, tiny_prepared, tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir())[-1] == "step_00000004"
+    lowered = train_unet(dataclasses.replace(cfg, max_steps=2), tiny_prepared, tmp_path / "ckpt")
+    assert lowered.summary["steps"] == 2 and lowered.summary["resumed_from"].name == "step_00000002"
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["step_00000001", "step_00000002"]
+    straight = train_unet(dataclasses.replace(cfg, max_steps=2), tiny_prepared, tmp_path / "fresh")
+    a, b = state(lowered.ema_unet), state(straight.ema_unet)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    only_later = train_unet(dataclasses.replace(cfg, max_steps=1), tiny_prepared, tmp_path / "fresh")
+    assert only_later.summary["resumed_from"].name == "step_00000001"
+    none_usable = train_unet(dataclasses.replace(cfg, max_steps=3, keep_checkpoints=1, checkpoint_every=3),
+                             tiny_prepared, tmp_path / "late")
+    assert none_usable.summary["resumed_from"] is None
+    retrained = train_unet(dataclasses.replace(cfg, max_steps=2, keep_checkpoints=1, checkpoint_every=3),
+                           tiny_prepared, tmp_path / "late")  # only step 3 exists: past max_steps, start fresh
+    assert retrained.summary["resumed_from"] is None and retrained.summary["steps"] == 2
+    assert [p.name for p in (tmp_path / "late").iterdir()] == ["step_00000002"]

@@ -143,8 +143,9 @@ def test_unknown_schedule_settings_fail_with_one_line_naming_the_key(changes, me
                                        "norm_num_groups (8) and attention_head_dim (16)"),
     ({"resnet_time_scale_shift": "film"}, "params.yaml: unet.model.resnet_time_scale_shift: 'film' is not one of "
                                           "scale_shift, default"),
-    ({"block_out_channels": "abc"}, "params.yaml: unet.model.block_out_channels: expected a list of widths >= 1, "
-                                    "got 'abc'"),
+    ({"block_out_channels": "abc"}, "params.yaml: unet.model.block_out_channels: expected a list, got 'abc'"),
+    ({"block_out_channels": [16, 0]}, "params.yaml: unet.model.block_out_channels: expected a list of widths >= 1, "
+                                      "got (16, 0)"),
 ])
 def test_bad_arch_settings_fail_with_one_line_naming_the_key(changes, message):
     values = {**dataclasses.asdict(tiny_arch()), **changes}

@@ -22,7 +22,8 @@ def test_read_table_keeps_text_columns_as_written(tmp_path):
 @pytest.mark.parametrize("text, message", [
     (None, r"manifest.csv: not found; run the import stage first$"),
     ("image_id\n1\n", r"manifest.csv: missing column\(s\) tags$"),
-    ("image_id,tags\n1,a,b,c\n", r"manifest.csv: malformed CSV: "),
+    ("image_id,tags\n1,a,b,c\n", r"manifest.csv: line 2: 4 fields where the header has 2 "),
+    ("image_id,tags\n1,a\n2", r"manifest.csv: line 3: 1 fields where the header has 2 \(a cut-off"),
     ("", r"manifest.csv: malformed CSV: "),
 ])
 def test_read_table_refuses_missing_files_columns_and_malformed_rows(tmp_path, text, message):

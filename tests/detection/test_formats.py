@@ -26,11 +26,11 @@ def by_key(images: list[SourceImage]) -> dict[str, SourceImage]:
 def fails_and_skips(path: Path, fmt: str, file_name: str, record: str, reason: str) -> list[SourceImage]:
     """fail mode: one-line StageError 'file: record: reason'; skip mode: recorded, rest read."""
     with pytest.raises(StageError) as err:
-        read_dataset(path, fmt, Problems("fail"))
+        read_dataset(path, fmt, Problems("fail", "fail"))
     message = str(err.value)
     assert "\n" not in message
     assert f"{file_name}: {record}: " in message and reason in message, message
-    problems = Problems("skip")
+    problems = Problems("skip", "fail")
     images, _ = read_dataset(path, fmt, problems)
     assert any(Path(s["file"]).name == file_name and s["record"] == record and reason in s["reason"]
                for s in problems.skipped), problems.skipped
@@ -63,7 +63,7 @@ def coco_dataset(root: Path, data: dict | None = None, images: tuple[str, ...] =
 
 
 def test_coco_taco_style(tmp_path):
-    problems = Problems("fail")
+    problems = Problems("fail", "fail")
     images, names = read_dataset(coco_dataset(tmp_path), "coco", problems)
     assert names == ["Drink can", "Clear plastic bottle"]  # categories by id
     found = by_key(images)
@@ -85,7 +85,7 @@ def test_coco_file_names_under_images_folder_and_json_path(tmp_path):
     data = {"images": [{"id": 1, "file_name": "a.png"}], "annotations": [],
             "categories": [{"id": 1, "name": "can"}]}
     write(tmp_path / "labels.json", json.dumps(data))
-    images, names = read_dataset(tmp_path / "labels.json", "coco", Problems("fail"))
+    images, names = read_dataset(tmp_path / "labels.json", "coco", Problems("fail", "fail"))
     assert [(i.key, i.path) for i in images] == [("images/a", tmp_path / "images" / "a.png")] and names == ["can"]
 
 
@@ -94,7 +94,7 @@ def test_coco_split_files(tmp_path):
         make_image(tmp_path / f"{name}.png")
         write(tmp_path / split_file, json.dumps({"images": [{"id": 1, "file_name": f"{name}.png"}],
                                                  "annotations": [], "categories": [{"id": 1, "name": "can"}]}))
-    images, _ = read_dataset(tmp_path, "coco", Problems("fail"))
+    images, _ = read_dataset(tmp_path, "coco", Problems("fail", "fail"))
     assert {i.key: i.split for i in images} == {"t": "train", "v": "val", "e": "test"}
 
 
@@ -105,7 +105,7 @@ def test_coco_roboflow_split_folders(tmp_path):
             {"images": [{"id": 0, "file_name": "x.jpg"}], "annotations": [],
              "categories": [{"id": 0, "name": "litter", "supercategory": "none"}]}))
     assert detect_format(tmp_path) == "coco"
-    images, _ = read_dataset(tmp_path, "coco", Problems("fail"))
+    images, _ = read_dataset(tmp_path, "coco", Problems("fail", "fail"))
     assert {i.key: i.split for i in images} == {"train/x": "train", "valid/x": "val"}
 
 
@@ -113,7 +113,7 @@ def test_coco_single_split_is_no_split(tmp_path):
     make_image(tmp_path / "a.png")
     write(tmp_path / "train.json", json.dumps({"images": [{"id": 1, "file_name": "a.png"}],
                                                "annotations": [], "categories": []}))
-    images, _ = read_dataset(tmp_path, "coco", Problems("fail"))
+    images, _ = read_dataset(tmp_path, "coco", Problems("fail", "fail"))
     assert [i.split for i in images] == [None]
 
 
@@ -122,14 +122,14 @@ def test_coco_malformed_json_and_empty_file_are_fatal_in_both_modes(tmp_path):
     write(tmp_path / "annotations.json", '{"images": [\n  {"id": 1}\n  {"id": 2}\n]}')
     for mode in ("fail", "skip"):
         with pytest.raises(StageError, match=r"annotations.json: JSON: Expecting ',' delimiter at line 3 column 3$"):
-            read_dataset(tmp_path, "coco", Problems(mode))
+            read_dataset(tmp_path, "coco", Problems(mode, "fail"))
     write(tmp_path / "annotations.json", "  \n")
     for mode in ("fail", "skip"):
         with pytest.raises(StageError, match=r"annotations.json: file: empty file$"):
-            read_dataset(tmp_path, "coco", Problems(mode))
+            read_dataset(tmp_path, "coco", Problems(mode, "fail"))
     write(tmp_path / "annotations.json", json.dumps({"images": []}))
     with pytest.raises(StageError, match=r"annotations.json: annotations: missing or not a list"):
-        read_dataset(tmp_path, "coco", Problems("skip"))
+        read_dataset(tmp_path, "coco", Problems("skip", "fail"))
 
 
 @pytest.mark.parametrize("change, record, reason", [
@@ -176,7 +176,7 @@ def test_yolo_ultralytics_layout_pixels(tmp_path):
     write(tmp_path / "data.yaml", yaml.safe_dump({"path": ".", "train": "images/train", "val": "images/val",
                                                   "names": {0: "can", 1: "bottle"}}))
     assert detect_format(tmp_path) == "yolo" and detect_format(tmp_path / "data.yaml") == "yolo"
-    problems = Problems("fail")
+    problems = Problems("fail", "fail")
     images, names = read_dataset(tmp_path, "yolo", problems)
     found = by_key(images)
     assert names == ["can", "bottle"]
@@ -191,7 +191,7 @@ def test_yolo_ultralytics_layout_pixels(tmp_path):
 
 
 def test_yolo_roboflow_layout(tmp_path):
-    problems = Problems("fail")
+    problems = Problems("fail", "fail")
     images, names = read_dataset(roboflow_yolo(tmp_path), "yolo", problems)
     assert names == ["bottle", "can"]
     assert {i.key: i.split for i in images} == {"train/images/train1": "train", "valid/images/valid1": "val",
@@ -204,7 +204,7 @@ def test_yolo_roboflow_layout(tmp_path):
 def test_yolo_only_train_split_is_no_split(tmp_path):
     root = roboflow_yolo(tmp_path, splits=("train",))
     write(root / "data.yaml", "train: ../train/images\nnames: ['bottle', 'can']\n")
-    images, _ = read_dataset(root, "yolo", Problems("fail"))
+    images, _ = read_dataset(root, "yolo", Problems("fail", "fail"))
     assert [i.split for i in images] == [None]
 
 
@@ -213,18 +213,18 @@ def test_yolo_bare_folders_with_classes_txt_and_txt_list(tmp_path):
     write(tmp_path / "labels" / "a.txt", "0 0.5 0.5 1 1\n")
     write(tmp_path / "classes.txt", "paper\nbottle\n")
     assert detect_format(tmp_path) == "yolo"
-    images, names = read_dataset(tmp_path, "yolo", Problems("fail"))
+    images, names = read_dataset(tmp_path, "yolo", Problems("fail", "fail"))
     assert names == ["paper", "bottle"] and corners(images[0]) == [("paper", 0, 0, 20, 16)]
     write(tmp_path / "train.txt", "./images/a.png\n")
     write(tmp_path / "data.yaml", "train: train.txt\nnames: [paper, bottle]\n")
-    images, _ = read_dataset(tmp_path / "data.yaml", "yolo", Problems("fail"))
+    images, _ = read_dataset(tmp_path / "data.yaml", "yolo", Problems("fail", "fail"))
     assert [i.key for i in images] == ["images/a"]
 
 
 def test_yolo_stale_absolute_path_is_ignored(tmp_path):
     make_image(tmp_path / "images" / "a.png")
     write(tmp_path / "data.yaml", "path: /home/someone/datasets/litter\ntrain: images\nnames: [can]\n")
-    problems = Problems("fail")
+    problems = Problems("fail", "fail")
     images, _ = read_dataset(tmp_path, "yolo", problems)
     assert [i.key for i in images] == ["images/a"] and [f["record"] for f in problems.fixed] == ["path"]
 
@@ -271,14 +271,14 @@ def test_yolo_whole_file_problems_are_fatal(tmp_path, text, mode, message):
     root = yolo_dataset(tmp_path, "")
     write(root / "data.yaml", text)
     with pytest.raises(StageError, match=message):
-        read_dataset(root, "yolo", Problems(mode))
+        read_dataset(root, "yolo", Problems(mode, "fail"))
 
 
 # --- Pascal VOC ---------------------------------------------------------------------------
 
 def test_voc_devkit_one_based_corners_and_splits(tmp_path):
     assert detect_format(voc_devkit(tmp_path)) == "voc"
-    images, names = read_dataset(tmp_path, "voc", Problems("fail"))
+    images, names = read_dataset(tmp_path, "voc", Problems("fail", "fail"))
     found = by_key(images)
     assert names == ["can", "bottle"]  # first seen, xml files in sorted order
     # 1-based inclusive (1, 2, 10, 12) -> 0-based corners (0, 1, 10, 12); difficult kept
@@ -295,7 +295,7 @@ def test_voc_plain_folders_with_splits_and_stem_fallback(tmp_path):
     make_image(tmp_path / "valid" / "b.png")
     write(tmp_path / "valid" / "b.xml", voc_xml("renamed.jpg", voc_object("paper"), size=""))
     assert detect_format(tmp_path) == "voc"
-    problems = Problems("fail")
+    problems = Problems("fail", "fail")
     images, names = read_dataset(tmp_path, "voc", problems)
     assert {i.key: (i.split, i.declared_size) for i in images} == {"train/a": ("train", (W, H)),
                                                                    "valid/b": ("val", None)}
@@ -339,4 +339,4 @@ def test_detect_format_files_and_unknown(tmp_path):
     with pytest.raises(StageError, match=r"missing: dataset path not found"):
         detect_format(tmp_path / "missing")
     with pytest.raises(StageError, match=r"unknown dataset format 'csv'"):
-        read_dataset(tmp_path / "coco", "csv", Problems("fail"))
+        read_dataset(tmp_path / "coco", "csv", Problems("fail", "fail"))

@@ -12,7 +12,7 @@ from PIL import Image
 from detection.prepared import class_names, load_manifest, read_yolo_labels
 from pipelines import import_dataset
 from tests import support
-from tests.support import REPO, roboflow_yolo, voc_devkit
+from tests.support import REPO, make_image, roboflow_yolo, voc_devkit
 
 CLASSES = ["bottle", "can", "plastic_bag", "paper", "cigarette_butt"]
 
@@ -20,7 +20,7 @@ CLASSES = ["bottle", "can", "plastic_bag", "paper", "cigarette_butt"]
 def write_params(tmp_path: Path, split_overrides=None, **dataset_overrides) -> None:
     dataset = {"path": "src", "format": "coco", "classes": CLASSES, "class_map": {}, "unmapped": "drop",
                "image_size": 32, "resize": "letterbox", "clip_tolerance_px": 2.0, "min_box_px": 1.0,
-               "on_error": "fail", **dataset_overrides}
+               "on_error": "fail", "on_missing_split": "skip", **dataset_overrides}
     split = {"seed": 0, "train": 0.25, "tagged": 0.25, "val": 0.25, "test": 0.25, "use_source_splits": True,
              **(split_overrides or {})}
     support.write_params(tmp_path, dataset=dataset, split=split)
@@ -233,3 +233,29 @@ def test_yolo_and_voc_sources_import_through_the_stage(tmp_path, monkeypatch, bu
     else:  # VOC ImageSets: 002 is in val.txt
         assert manifest.set_index("source").loc["JPEGImages/002.jpg", "split"] == "val"
     assert report["boxes_per_class"]["bottle"] + report["boxes_per_class"]["can"] == sum(manifest["n_boxes"])
+
+
+def test_a_declared_split_the_export_does_not_ship_is_skipped_and_reported(tmp_path, monkeypatch, capsys):
+    roboflow_yolo(tmp_path / "src", splits=("train", "valid"))  # data.yaml still lists test: ../test/images
+    write_params(tmp_path, format="auto", class_map={"can": "can", "bottle": "bottle"})
+    assert run_import(tmp_path, monkeypatch) == 0
+    report = json.loads((tmp_path / "reports/import.json").read_text())
+    assert [m["split"] for m in report["missing_splits"]] == ["test"] and report["images"] == 2
+    assert "warning: " in capsys.readouterr().out
+    write_params(tmp_path, format="auto", class_map={"can": "can", "bottle": "bottle"}, on_missing_split="fail")
+    assert run_import(tmp_path, monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "data.yaml: test: '../test/images' not found" in err and err.count("\n") == 1
+
+
+def test_a_dataset_without_a_single_box_is_refused(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "src"
+    for name in ("a", "b", "c"):
+        make_image(root / "images" / f"{name}.png")
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("bottle\ncan\n")
+    write_params(tmp_path, format="yolo")
+    assert run_import(tmp_path, monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert "none of the 3 images has a box of dataset.classes" in err and err.count("\n") == 1
+    assert not (tmp_path / "data/prepared").exists()

@@ -40,8 +40,8 @@ def test_a_symlink_leading_out_of_the_root_is_a_bad_record(tmp_path):
 
 def test_fail_raises_the_first_bad_record_and_skip_collects_them():
     with pytest.raises(StageError, match=r"^ann.json: image id 3: missing file$"):
-        Problems("fail").bad("ann.json", "image id 3", "missing file")
-    problems = Problems("skip")
+        Problems("fail", "fail").bad("ann.json", "image id 3", "missing file")
+    problems = Problems("skip", "fail")
     problems.bad("ann.json", "image id 3", "missing file")
     problems.fix("ann.json", "annotation 9", "box clipped")
     assert problems.skipped == [{"file": "ann.json", "record": "image id 3", "reason": "missing file"}]

@@ -1,11 +1,14 @@
 """The whole DVC pipeline on tiny params in a temporary copy of the repo, and DVC's cache behaviour."""
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,10 +19,14 @@ from tests.support import REPO, TINY, tiny_params
 COPIED = ("dvc.yaml", "params.yaml", "core", "augment", "detection", "pipelines")
 
 
+def dvc_env(workdir: Path) -> dict[str, str]:
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "DVC_NO_ANALYTICS": "1", "YOLO_OFFLINE": "true", "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(workdir),
+            "PYTHONUNBUFFERED": "1"}
+
+
 def dvc(workdir: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "YOLO_OFFLINE": "true", "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(workdir)}
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workdir, env=env,
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workdir, env=dvc_env(workdir),
                             capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result.stdout
@@ -31,9 +38,7 @@ def set_param(workdir: Path, stage: str, key: str, value) -> None:
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
-def pipeline_copy(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("repo")
+def repro_in_a_fresh_copy(workdir: Path) -> Path:
     for name in COPIED:
         source = REPO / name
         if source.is_dir():
@@ -45,6 +50,24 @@ def pipeline_copy(tmp_path_factory) -> Path:
     dvc(workdir, "config", "core.analytics", "false")
     dvc(workdir, "repro")
     return workdir
+
+
+@pytest.fixture(scope="module")
+def pipeline_copy(tmp_path_factory) -> Path:
+    return repro_in_a_fresh_copy(tmp_path_factory.mktemp("repo"))
+
+
+# Logs of how long things took and the UNet's resume state (it keeps the elapsed time): no stage
+# reads them, and they differ between any two runs.
+RUN_RECORDS = ("checkpoints/unet", "reports/unet/training.json", "reports/unet/loss.csv",
+               "reports/yolo/baseline/results.csv", "reports/yolo/augmented/results.csv",
+               "reports/yolo/selftrain/results.csv")
+
+
+def out_hashes(workdir: Path) -> dict[str, str]:
+    locked = yaml.safe_load((workdir / "dvc.lock").read_text())["stages"]
+    return {out["path"]: out["md5"] for stage in locked.values() for out in stage.get("outs", [])
+            if out["path"] not in RUN_RECORDS}
 
 
 @pytest.mark.slow
@@ -70,6 +93,42 @@ def test_second_repro_reruns_nothing(pipeline_copy):
 
 def stages_run(repro_output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", repro_output))
+
+
+@pytest.mark.slow
+def test_a_second_clone_gives_the_same_output_hashes(pipeline_copy, tmp_path_factory):
+    first = out_hashes(pipeline_copy)
+    second = out_hashes(repro_in_a_fresh_copy(tmp_path_factory.mktemp("clone")))
+    assert first.keys() == second.keys()
+    assert {path for path in first if first[path] != second[path]} == set()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage, downstream", [("train_unet", "train_classifier"), ("generate", "pseudo_label"),
+                                               ("train_yolo@baseline", "pseudo_label_tagged")])
+def test_rerunning_a_stage_with_the_same_params_leaves_what_follows_cached(pipeline_copy, stage, downstream):
+    hashes = out_hashes(pipeline_copy)
+    assert stages_run(dvc(pipeline_copy, "repro", "--force", "--single-item", stage)) == {stage}
+    assert out_hashes(pipeline_copy) == hashes
+    assert downstream not in stages_run(dvc(pipeline_copy, "repro"))
+
+
+@pytest.mark.slow
+def test_a_killed_generate_rerun_leaves_pseudo_label_cached_and_no_temps(pipeline_copy):
+    hashes = out_hashes(pipeline_copy)
+    run = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "generate"],
+                           cwd=pipeline_copy, env=dvc_env(pipeline_copy), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, start_new_session=True)
+    for line in run.stdout:  # kill the whole process group once generation runs
+        if b"pipelines.generate" in line:
+            break
+    time.sleep(2)
+    with contextlib.suppress(ProcessLookupError):  # on a very fast machine it may have finished
+        os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert stages_run(dvc(pipeline_copy, "repro")) <= {"generate"}  # reruns only what the kill removed
+    assert out_hashes(pipeline_copy) == hashes
+    assert not list(pipeline_copy.rglob(".*.tmp"))
 
 
 @pytest.mark.slow

@@ -36,7 +36,8 @@ import augment.training
 import augment.unet
 from augment.data import GENERATIVE_SPLITS, EpochBatchSampler, IndexDataset, load_image_set, to_model_range
 from augment.samplers import sample
-from augment.training import MIXED_PRECISION, over_budget, resolve_mixed_precision, warn_time_stop
+from augment.training import (MIXED_PRECISION, over_budget, resolve_mixed_precision, warn_time_stop,
+                              without_run_details)
 from augment.unet import ArchConfig, ScheduleConfig, build_scheduler, build_unet, diffusion_loss
 from core.io import write_json
 from core.params import check_at_least, check_choice, check_positive, to_jsonable
@@ -309,11 +310,6 @@ def sample_grid(unet: UNet2DModel, scheduler: DDPMScheduler, n: int, steps: int,
     return sample("ddim", unet, scheduler, generators, steps=steps).clamp(-1, 1)
 
 
-# Summary entries that differ between runs of the same training (a resumed run, a slower machine):
-# kept out of the model folder, whose hash downstream stages depend on.
-RUN_DETAILS = ("train_minutes", "resumed_from")
-
-
 def write_unet_outputs(result: TrainedUNet, cfg: UNetTrainConfig, model_dir: Path, report_dir: Path) -> None:
     """model_dir: EMA UNet (save_pretrained) + scheduler/ + params.json + samples.png;
     report_dir: loss.csv and training.json (the whole summary, run details included)."""
@@ -321,7 +317,6 @@ def write_unet_outputs(result: TrainedUNet, cfg: UNetTrainConfig, model_dir: Pat
     result.scheduler.save_pretrained(model_dir / "scheduler")
     samples = sample_grid(result.ema_unet, result.scheduler, cfg.n_samples, cfg.sample_steps, cfg.sample_seed)
     save_image((samples + 1) / 2, model_dir / "samples.png", nrow=max(1, int(cfg.n_samples**0.5)), padding=1)
-    training = {k: v for k, v in result.summary.items() if k not in RUN_DETAILS}
-    write_json(model_dir / "params.json", {"unet": cfg, "training": training})
+    write_json(model_dir / "params.json", {"unet": cfg, "training": without_run_details(result.summary)})
     write_json(report_dir / "training.json", result.summary)
     result.loss_log.to_csv(report_dir / "loss.csv", index=False)

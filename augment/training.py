@@ -6,6 +6,13 @@ import torch
 from accelerate import Accelerator
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+# Training-summary entries that differ between runs of the same training (a resumed run, a slower
+# machine): reported, but kept out of the model folders whose hashes later stages depend on.
+RUN_DETAILS = ("train_minutes", "resumed_from")
+
+
+def without_run_details(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k not in RUN_DETAILS}
 
 
 def resolve_mixed_precision(setting: str, device: torch.device) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 
 from augment.train_classifier import ClassifierTrainConfig, train_classifier
+from augment.training import without_run_details
 from core.errors import StageError
 from core.io import atomic_dir, write_json
 from core.params import section
@@ -33,8 +34,7 @@ def _main(argv: list[str] | None) -> None:
     if result.is_main:
         with atomic_dir(model_dir) as out:
             result.model.save_pretrained(out)
-            training = {k: v for k, v in result.report.items() if k != "train_minutes"}  # same run, same hash
-            write_json(out / "params.json", {name: cfg, "training": training})
+            write_json(out / "params.json", {name: cfg, "training": without_run_details(result.report)})
         write_json(paths.reports / f"{name}.json", result.report)
         print(f"train_{name}: {result.report['steps']} steps ({result.report['stop_reason']}) -> {model_dir}")
 

@@ -1,7 +1,9 @@
 """Image datasets for the generative side, read from the prepared manifest (`detection.prepared`).
 
-The demo images are tiny (32x32, ~1000 of them), so a split is held in memory as one uint8
-tensor [N, 3, H, W]; models see float images in [-1, 1].
+The generative models work at their own resolution (`image_size` of their params section, 32 px
+on the demo), below the detector's: the prepared images are area-downsampled to it on load. The
+images are small (~1000 of 32x32 on the demo), so a split is held in memory as one uint8 tensor
+[N, 3, S, S]; models see float images in [-1, 1].
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch  # noqa: E402
 from torch.utils.data import Dataset, Sampler  # noqa: E402
 
 from core.errors import StageError  # noqa: E402
-from detection.prepared import class_names, load_manifest, multi_hot, read_rgb  # noqa: E402
+from detection.prepared import class_names, load_manifest, multi_hot, read_rgb, resample_rgb  # noqa: E402
 
 GENERATIVE_SPLITS = ("train", "tagged")
 
@@ -36,20 +38,23 @@ class ImageSet:
         return int(self.images.shape[-1])
 
 
-def load_image_set(prepared: Path | str, splits: tuple[str, ...]) -> ImageSet:
-    """All images of `splits` as RGB uint8 (all must share one square size) with their tags."""
+def load_image_set(prepared: Path | str, splits: tuple[str, ...], size: int) -> ImageSet:
+    """All images of `splits` as RGB uint8 at size x size (all must share one square size) with their tags."""
     names = class_names(prepared)
     frame = load_manifest(prepared, splits)
     if frame.empty:
         raise StageError(f"{Path(prepared) / 'manifest.csv'}: no images in split(s) {', '.join(splits)}")
-    arrays = []
+    arrays, first = [], None
     for row in frame.itertuples():
-        arrays.append(read_rgb(row.abspath))
-        if arrays[-1].shape != arrays[0].shape or arrays[-1].shape[0] != arrays[-1].shape[1]:
-            raise StageError(
-                f"{row.abspath}: image {row.image_id}: size {arrays[-1].shape[:2]} differs from "
-                f"{arrays[0].shape[:2]}; prepared images must be square and all one size"
-            )
+        rgb = read_rgb(row.abspath)
+        first = rgb.shape if first is None else first
+        if rgb.shape != first or rgb.shape[0] != rgb.shape[1]:
+            raise StageError(f"{row.abspath}: image {row.image_id}: size {rgb.shape[:2]} differs from "
+                             f"{first[:2]}; prepared images must be square and all one size")
+        if size > rgb.shape[0]:
+            raise StageError(f"params.yaml: image_size {size} of a generative model exceeds the prepared images' "
+                             f"{rgb.shape[0]} px; it must be at most the detector's resolution")
+        arrays.append(resample_rgb(rgb, size))
     unknown = sorted({t for tags in frame["tags"] for t in tags} - set(names))
     if unknown:
         raise StageError(f"{Path(prepared) / 'manifest.csv'}: tag(s) {', '.join(unknown)} not in data.yaml names")

@@ -106,11 +106,9 @@ def build_extractor(settings: GenMetricsSettings, judge: nn.Module) -> nn.Module
     return extractor.eval()
 
 
-def load_images(paths: Sequence[Path | str]) -> torch.Tensor:
-    """RGB images -> float [N, 3, H, W] in [0, 1]; all must share one size."""
-    arrays = [read_rgb(path) for path in paths]
-    if len({a.shape for a in arrays}) > 1:
-        raise StageError(f"{paths[0]}: images of different sizes {sorted({a.shape for a in arrays})}")
+def load_images(paths: Sequence[Path | str], size: int) -> torch.Tensor:
+    """RGB images resampled to size x size (`detection.prepared.resample_rgb`) -> float [N, 3, size, size] in [0, 1]."""
+    arrays = [read_rgb(path, size) for path in paths]
     if not arrays:
         return torch.zeros(0, 3, 1, 1)
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
@@ -227,10 +225,7 @@ def compare_per_class(real: FeatureSet, fake: FeatureSet, settings: GenMetricsSe
 
 def feature_set(paths: Sequence[str], labels: list[tuple[str, ...]], extractor: nn.Module, judge: nn.Module,
               batch_size: int) -> FeatureSet:
-    images = load_images(paths)  # [N, 3, H, W] in [0, 1]
-    size = judge.config.image_size
-    if len(images) and images.shape[-2:] != (size, size):
-        raise StageError(f"{paths[0]}: image size {tuple(images.shape[-2:])} is not the judge's {size}x{size}")
+    images = load_images(paths, judge.config.image_size)  # real images at the detector's size are downsampled
     return FeatureSet(extract(extractor, images, batch_size), judge_probs(judge, images, batch_size), labels)
 
 

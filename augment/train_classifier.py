@@ -47,6 +47,7 @@ class ClassifierTrainConfig:
     """The `classifier` and `judge` params sections."""
 
     seed: int
+    image_size: int                    # px: the prepared images are area-downsampled to this (the UNet's)
     model: ArchConfig
     pool: str                          # attention | adaptive
     noised: bool                       # False: t = 0 always (the judge)
@@ -67,7 +68,7 @@ class ClassifierTrainConfig:
     def __post_init__(self) -> None:
         check_choice(self, "pool", POOLS)
         check_choice(self, "mixed_precision", MIXED_PRECISION)
-        check_at_least(self, 1, "batch_size", "max_steps", "eval_buckets")
+        check_at_least(self, 1, "image_size", "batch_size", "max_steps", "eval_buckets")
         check_at_least(self, 0, "weight_decay", "augment_strength")
         check_positive(self, "lr", "max_minutes")
         if not 0 <= self.low_noise_share <= 1:
@@ -124,7 +125,7 @@ def train_classifier(cfg: ClassifierTrainConfig, name: str, prepared: Path | str
                          "train_unet stage".replace("\n", " ")) from None
     check_low_noise_range(cfg, name, scheduler)
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision, PartialState().device))
-    data = load_image_set(prepared, GENERATIVE_SPLITS)
+    data = load_image_set(prepared, GENERATIVE_SPLITS, cfg.image_size)
     set_seed(cfg.seed)
     model = NoisyLitterClassifier.from_arch(
         class_names=data.class_names, image_size=data.image_size, arch=cfg.model, pool=cfg.pool,
@@ -144,7 +145,7 @@ def train_classifier(cfg: ClassifierTrainConfig, name: str, prepared: Path | str
     report = {"steps": steps, "stop_reason": stop_reason, "train_minutes": round(minutes, 2),
               "n_train_images": len(data.images), "pos_weight": pos_weight(data.targets).tolist()}
     if accelerator.is_main_process:
-        report |= evaluate(model, load_image_set(prepared, ("val",)), scheduler, cfg)
+        report |= evaluate(model, load_image_set(prepared, ("val",), cfg.image_size), scheduler, cfg)
     return TrainedClassifier(model, report, accelerator.is_main_process)
 
 

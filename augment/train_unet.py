@@ -62,6 +62,7 @@ class UNetTrainConfig:
     """The `unet` params section."""
 
     seed: int
+    image_size: int                    # px: the prepared images are area-downsampled to this
     model: ArchConfig
     schedule: ScheduleConfig
     vlb_weight: float                  # lambda of L_hybrid (learned variance only)
@@ -86,7 +87,7 @@ class UNetTrainConfig:
 
     def __post_init__(self) -> None:
         check_choice(self, "mixed_precision", MIXED_PRECISION)
-        check_at_least(self, 1, "batch_size", "grad_accum", "max_steps", "checkpoint_every", "keep_checkpoints",
+        check_at_least(self, 1, "image_size", "batch_size", "grad_accum", "max_steps", "checkpoint_every", "keep_checkpoints",
                        "log_every", "n_samples", "sample_steps")
         check_at_least(self, 0, "warmup_steps", "weight_decay", "vlb_weight")
         check_positive(self, "lr", "grad_clip", "snr_gamma", "max_minutes")
@@ -221,7 +222,7 @@ def train_unet(cfg: UNetTrainConfig, prepared: Path | str, checkpoint_dir: Path 
         gradient_accumulation_steps=cfg.grad_accum,
         mixed_precision=resolve_mixed_precision(cfg.mixed_precision, PartialState().device),
     )
-    data = load_image_set(prepared, GENERATIVE_SPLITS)
+    data = load_image_set(prepared, GENERATIVE_SPLITS, cfg.image_size)
     checkpoint_dir, key = Path(checkpoint_dir), fingerprint(cfg, data.images, accelerator)
     state = build_training(cfg, data.images, accelerator,
                            lambda step: save_checkpoint(accelerator, checkpoint_dir, step, key, cfg.keep_checkpoints))

@@ -65,7 +65,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     judge = load_classifier(paths.judge).eval()
     features = JudgeFeatures(judge).eval()
-    real = load_image_set(paths.prepared, ("val",)).images.float() / 255
+    real = load_image_set(paths.prepared, ("val",), base.image_size).images.float() / 255
     real_features = extract(features, real, 64)
     print(f"settings: {to_jsonable(base)}")
     print(f"{'step':>6} {'train min':>9} {'loss':>7} {'weights':>7} {'FD':>7} {'prec':>5} {'recall':>6}")

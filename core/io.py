@@ -73,8 +73,10 @@ def write_csv(path: Path | str, frame: Any) -> None:
     write_text(path, frame.to_csv(index=False))
 
 
-def write_json(path: Path | str, data: Any) -> None:
-    write_text(path, json.dumps(to_jsonable(data), indent=2, sort_keys=False) + "\n")
+def write_json(path: Path | str, data: Any, indent: int | None = 2) -> None:
+    """`data` as JSON (`indent=None`: one compact line, for large machine-read files)."""
+    separators = None if indent is not None else (",", ":")
+    write_text(path, json.dumps(to_jsonable(data), indent=indent, separators=separators, sort_keys=False) + "\n")
 
 
 @contextlib.contextmanager

@@ -5,9 +5,12 @@ lane paint, a curb or cracks, then litter, then one lighting field (gradient and
 over everything. Each litter item is drawn analytically in its own frame (`u` along its long
 axis, `v` across) at `SUPERSAMPLE` x the output size and area-downsampled, so edges are
 antialiased and the item's coverage of every output pixel is known exactly. A box is the tight
-box of the output pixels the item still covers after later items are drawn over it. Placements
-that would leave an item mostly off-image or mostly hidden are redrawn, so every drawn item is
-labelled. Same settings -> byte-identical PNGs and JSON.
+box of the output pixels the item still covers after later items are drawn over it. Its COCO
+`segmentation` outlines the supersampled pixels it still covers along their edges
+(`detection.masks.outline_polygons`; output px, holes filled): rasterised at the supersampled size
+the polygons give that coverage back exactly, and their extent rounded outwards is the box.
+Placements that would leave an item mostly off-image or mostly hidden are redrawn, so every drawn
+item is labelled. Same settings -> byte-identical PNGs and JSON.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import cv2
 import numpy as np
 
 from core.io import write_json
+from detection.masks import outline_polygons
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"    # 1.1: COCO segmentation polygons
 SUPERSAMPLE = 2              # items and road are drawn at this multiple of the output size
 MIN_VISIBLE = 0.6            # share of an item that must stay inside the image and unoccluded
 PLACEMENT_TRIES = 8
@@ -63,6 +67,7 @@ class LitterBox:
     category: str
     bbox: tuple[int, int, int, int]      # x, y, w, h in output px (tight, clipped to the image)
     area: float                          # visible output px (coverage-weighted)
+    segmentation: tuple[tuple[float, ...], ...]  # COCO polygons of the visible part, output px
 
 
 @dataclass(frozen=True)
@@ -381,7 +386,8 @@ def compose(albedo: np.ndarray, light: np.ndarray, classes: list[str], rng: np.r
         coverage = (top == index).reshape(size, SUPERSAMPLE, size, SUPERSAMPLE).mean(axis=(1, 3))
         rows, cols = np.nonzero(coverage.any(axis=1))[0], np.nonzero(coverage.any(axis=0))[0]
         bbox = (int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
-        boxes.append(LitterBox(name, bbox, round(float(coverage.sum()), 2)))
+        polygons = tuple(tuple(p) for p in outline_polygons(top == index, SUPERSAMPLE))
+        boxes.append(LitterBox(name, bbox, round(float(coverage.sum()), 2), polygons))
     return Scene(np.round(image).astype(np.uint8), tuple(boxes))
 
 
@@ -420,12 +426,13 @@ def write_demo(settings: DemoSettings, out: Path) -> dict:
             counts[box.category] += 1
             annotations.append({"id": len(annotations) + 1, "image_id": index + 1,
                                 "category_id": names.index(box.category) + 1, "bbox": list(box.bbox),
-                                "area": box.area, "iscrowd": 0})
+                                "area": box.area, "segmentation": [list(p) for p in box.segmentation],
+                                "iscrowd": 0})
     n_clean = settings.n_images - len({a["image_id"] for a in annotations})
     info = {"description": "procedural road-litter demo scenes", "generator": "detection.demo",
             "version": GENERATOR_VERSION, "seed": settings.seed, "image_size": settings.image_size,
             "n_images": settings.n_images, "object_counts": counts, "clean_images": n_clean}
     categories = [{"id": i + 1, "name": n, "supercategory": "litter"} for i, n in enumerate(names)]
-    write_json(out / "annotations.json", {"info": info, "licenses": [], "images": images,
-                                          "annotations": annotations, "categories": categories})
+    write_json(out / "annotations.json", {"info": info, "licenses": [], "images": images,  # ~4 MB: outlines
+                                          "annotations": annotations, "categories": categories}, indent=None)
     return info

@@ -1,9 +1,11 @@
-"""Every YOLO variant on the held-out `test` split with identical settings; deltas vs baseline.
+"""Every YOLO variant and training seed on the held-out `test` split with identical settings;
+per-variant means and spreads over seeds; deltas vs the reference with two-level bootstrap intervals.
 
-Each variant predicts once on the test images (`model.predict`, fixed conf / NMS IoU / max_det,
-the training imgsz); predictions are matched per image (`detection.metrics.match_image`), scored
-with ultralytics' `ap_per_class`, and every variant's delta against the baseline gets a paired
-bootstrap CI over test images (`detection.metrics.bootstrap_delta`).
+Each (variant, seed) predicts once on the test images (`model.predict`, fixed conf / NMS IoU /
+max_det, the training imgsz); predictions are matched per image (`detection.metrics.match_image`),
+scored with ultralytics' `ap_per_class`, aggregated over seeds (`seed_spread`: mean, sample sd,
+min..max), and every variant's delta against the first gets the interval of
+`detection.metrics.bootstrap_deltas` (test images and training seeds resampled).
 """
 
 from __future__ import annotations
@@ -17,9 +19,19 @@ import pandas as pd
 
 from core.errors import StageError
 from core.params import check_at_least
-from detection.metrics import METRICS, BootstrapSettings, ImageMatch, Summary, bootstrap_delta, match_image, summarize
+from detection.metrics import (
+    METRICS,
+    BootstrapSettings,
+    Delta,
+    ImageMatch,
+    Summary,
+    bootstrap_deltas,
+    match_image,
+    seed_spread,
+    summarize,
+)
 from detection.prepared import load_manifest, read_rgb
-from detection.yolo import Detections, PredictSettings, load_model, predict, read_labels_px
+from detection.yolo import Detections, PredictSettings, load_model, predict, read_labels_px, seed_dir
 
 
 @dataclass(frozen=True)
@@ -50,10 +62,23 @@ class TestImage:
 @dataclass(frozen=True)
 class Evaluation:
     names: list[str]
+    seeds: tuple[int, ...]
     images: list[TestImage]
-    detections: dict[str, list[Detections]]
-    summaries: dict[str, Summary]
-    deltas: dict[str, dict[str, Any]]    # variant -> bootstrap_delta result (not the reference)
+    detections: dict[str, list[Detections]]   # variant -> the first seed's, per test image (figures)
+    summaries: dict[str, list[Summary]]       # variant -> one per seed, on the whole test split
+    pooled: dict[str, Summary]                # variant -> every seed's matches together (PR curves)
+    deltas: dict[str, Delta]                  # every variant but the reference
+
+    @property
+    def reference(self) -> str:
+        return next(iter(self.summaries))
+
+    def spread(self, variant: str) -> dict[str, np.ndarray]:
+        """`seed_spread` of the variant's scores: mean, sd, min, max, each float [4, n_classes + 1]."""
+        return seed_spread(self.per_seed(variant))
+
+    def per_seed(self, variant: str) -> np.ndarray:
+        return np.stack([s.scores for s in self.summaries[variant]])   # [n_seeds, 4, n_classes + 1]
 
 
 def load_test_images(prepared: Path | str) -> list[TestImage]:
@@ -69,60 +94,98 @@ def load_test_images(prepared: Path | str) -> list[TestImage]:
 
 
 def evaluate(prepared: Path | str, models: Path | str, names: list[str], settings: EvaluateSettings,
-             imgsz: int) -> Evaluation:
-    """Predict, match and score every variant in `settings.variants` (`models/<variant>/best.pt`)."""
+             seeds: Sequence[int], imgsz: int) -> Evaluation:
+    """Predict, match and score every variant and seed (`models/<variant>/seed_<s>/best.pt`)."""
     images = load_test_images(prepared)
     detections: dict[str, list[Detections]] = {}
-    matches: dict[str, list[ImageMatch]] = {}
+    matches: dict[str, list[list[ImageMatch]]] = {}
     for variant in settings.variants:
-        model = load_model(Path(models) / variant / "best.pt")
-        detections[variant] = predict(model, [im.rgb for im in images], settings.predict, imgsz)
-        matches[variant] = [match_image(d, im.gt_xyxy, im.gt_cls) for d, im in zip(detections[variant], images)]
-    summaries = {v: summarize(m, len(names)) for v, m in matches.items()}
-    reference = settings.variants[0]
-    deltas = {v: bootstrap_delta(matches[reference], matches[v], len(names), settings.bootstrap)
-              for v in settings.variants[1:]}
-    return Evaluation(names, images, detections, summaries, deltas)
+        matches[variant] = []
+        for seed in seeds:
+            model = load_model(seed_dir(Path(models) / variant, seed) / "best.pt")
+            found = predict(model, [im.rgb for im in images], settings.predict, imgsz)
+            detections.setdefault(variant, found)  # the first seed's, for the figures
+            matches[variant].append([match_image(d, im.gt_xyxy, im.gt_cls) for d, im in zip(found, images)])
+    n = len(names)
+    summaries = {v: [summarize(m, n) for m in per_seed] for v, per_seed in matches.items()}
+    pooled = {v: summarize([m for seed in per_seed for m in seed], n) for v, per_seed in matches.items()}
+    deltas = bootstrap_deltas(matches, n, settings.bootstrap)
+    return Evaluation(names, tuple(seeds), images, detections, summaries, pooled, deltas)
 
 
-def _finite(x: float) -> float | None:
-    return None if not np.isfinite(x) else float(x)
+def finite(x: float, digits: int | None = None) -> float | None:
+    """JSON-safe: NaN -> None; rounded to `digits` when given."""
+    if not np.isfinite(x):
+        return None
+    return float(x) if digits is None else round(float(x), digits)
 
 
-def metrics_json(ev: Evaluation) -> dict[str, Any]:
-    """`reports/metrics.json`: flat enough for `dvc metrics diff` (NaN -> null)."""
-    out: dict[str, Any] = {"test_images": len(ev.images)}
-    for variant, s in ev.summaries.items():
-        out[variant] = {**s.overall, "per_class": {
-            n: {m: _finite(s.per_class[m][c]) for m in METRICS} for c, n in enumerate(ev.names)}}
-    for variant, d in ev.deltas.items():
-        out[f"delta_{variant}"] = {
-            **{m: d["overall"][m] for m in METRICS},
-            "per_class": {n: {m: {k: _finite(d["per_class"][m][k][c]) for k in ("delta", "ci_low", "ci_high")}
-                              for m in METRICS} for c, n in enumerate(ev.names)}}
+def metrics_json(ev: Evaluation, digits: int = 4) -> dict[str, Any]:
+    """`reports/metrics.json`, the stage's DVC metric, kept small for `dvc metrics show / diff`:
+    per variant the seed means and each seed's mAP50; per other variant the mAP50 and mAP50-95
+    deltas with interval and resolved flag; per class the seed-mean AP50 of every variant."""
+    out: dict[str, Any] = {"test_images": len(ev.images), "seeds": len(ev.seeds)}
+    ap50 = METRICS.index("mAP50")
+    for v in ev.summaries:
+        mean, per_seed = ev.spread(v)["mean"], ev.per_seed(v)
+        out[v] = {**{m: finite(mean[k, -1], digits) for k, m in enumerate(METRICS)},
+                  "mAP50_seed": {str(s): finite(x, digits) for s, x in zip(ev.seeds, per_seed[:, ap50, -1])}}
+    for v, d in ev.deltas.items():
+        out[f"delta_{v}"] = {m: {"delta": finite(d.delta[k, -1], digits), "ci_low": finite(d.ci_low[k, -1], digits),
+                                 "ci_high": finite(d.ci_high[k, -1], digits), "resolved": bool(d.resolved[k, -1])}
+                             for k, m in enumerate(METRICS) if m in ("mAP50", "mAP50-95")}
+    means = {v: ev.spread(v)["mean"] for v in ev.summaries}
+    out["AP50"] = {name: {v: finite(mean[ap50, c], digits) for v, mean in means.items()}
+                   for c, name in enumerate(ev.names)}
     return out
 
 
+def _cell(ev: Evaluation, variant: str, column: int) -> dict[str, Any]:
+    """One class (or, at column -1, overall) of a variant: each metric's seed spread, per-seed values, delta."""
+    spread, per_seed = ev.spread(variant), ev.per_seed(variant)
+    out: dict[str, Any] = {}
+    for k, m in enumerate(METRICS):
+        out[m] = {**{key: finite(a[k, column]) for key, a in spread.items()},
+                  "per_seed": {str(s): finite(x) for s, x in zip(ev.seeds, per_seed[:, k, column])}}
+        if variant in ev.deltas:
+            d = ev.deltas[variant]
+            out[m]["delta"] = {"delta": finite(d.delta[k, column]), "ci_low": finite(d.ci_low[k, column]),
+                               "ci_high": finite(d.ci_high[k, column]), "resolved": bool(d.resolved[k, column])}
+    return out
+
+
+def evaluation_json(ev: Evaluation) -> dict[str, Any]:
+    """`reports/evaluation.json`: everything behind metrics.json (NaN -> null)."""
+    n_targets = ev.summaries[ev.reference][0].n_targets
+    return {"test_images": len(ev.images), "seeds": list(ev.seeds), "classes": ev.names, "reference": ev.reference,
+            "variants": {v: {"overall": _cell(ev, v, -1),
+                             "per_class": {name: {"n_targets": int(n_targets[c]), **_cell(ev, v, c)}
+                                           for c, name in enumerate(ev.names)}} for v in ev.summaries}}
+
+
 def per_class_frame(ev: Evaluation) -> pd.DataFrame:
-    """One row per (variant, class): targets, P, R, mAP50, mAP50-95 and the delta + CI vs the reference."""
+    """One row per (variant, class): targets; per metric the seed mean, sd, min, max and the delta +
+    interval + resolved flag vs the reference (empty for the reference)."""
+    n_targets = ev.summaries[ev.reference][0].n_targets
     rows = []
-    for variant, s in ev.summaries.items():
+    for v in ev.summaries:
+        spread = ev.spread(v)
         for c, name in enumerate(ev.names):
-            row = {"variant": variant, "class": name, "n_targets": int(s.n_targets[c]),
-                   **{m: s.per_class[m][c] for m in METRICS}}
-            if variant in ev.deltas:
-                for m in ("mAP50", "mAP50-95"):
-                    d = ev.deltas[variant]["per_class"][m]
-                    row.update({f"delta_{m}": d["delta"][c], f"delta_{m}_ci_low": d["ci_low"][c],
-                                f"delta_{m}_ci_high": d["ci_high"][c]})
+            row: dict[str, Any] = {"variant": v, "class": name, "n_targets": int(n_targets[c])}
+            for k, m in enumerate(METRICS):
+                row.update({f"{m}_{key}": a[k, c] for key, a in spread.items()})
+                if v in ev.deltas:
+                    d = ev.deltas[v]
+                    row.update({f"delta_{m}": d.delta[k, c], f"delta_{m}_ci_low": d.ci_low[k, c],
+                                f"delta_{m}_ci_high": d.ci_high[k, c], f"delta_{m}_resolved": bool(d.resolved[k, c])})
             rows.append(row)
     return pd.DataFrame(rows)
 
 
 def write_pr_curves(ev: Evaluation, out_dir: Path, points: int = 101) -> None:
-    """`out_dir/<variant>/<class>.csv` with columns recall, precision (IoU 0.5), for DVC plots."""
+    """`out_dir/<variant>/<class>.csv` with columns recall, precision (IoU 0.5, pooled over seeds), for DVC plots."""
     grid = np.linspace(0, 1, points)
-    for variant, s in ev.summaries.items():
+    for variant, s in ev.pooled.items():
         (out_dir / variant).mkdir(parents=True, exist_ok=True)
         for c, name in enumerate(ev.names):
             if not np.isfinite(s.pr_curves[c]).all():
@@ -132,7 +195,12 @@ def write_pr_curves(ev: Evaluation, out_dir: Path, points: int = 101) -> None:
                 out_dir / variant / f"{name}.csv", index=False)
 
 
-def variants_present(variants: Sequence[str], models: Path | str) -> None:
-    missing = [v for v in variants if not (Path(models) / v / "best.pt").is_file()]
+def variants_present(variants: Sequence[str], seeds: Sequence[int], models: Path | str) -> None:
+    """One line naming every (variant, seed) without `best.pt`."""
+    missing = []
+    for v in variants:
+        absent = [str(s) for s in seeds if not (seed_dir(Path(models) / v, s) / "best.pt").is_file()]
+        if absent:
+            missing.append(f"{v} (seed {', '.join(absent)})")
     if missing:
-        raise StageError(f"{models}: no best.pt for variant(s) {', '.join(missing)}; run train_yolo first")
+        raise StageError(f"{models}: no <variant>/seed_<s>/best.pt for {'; '.join(missing)}; run train_yolo first")

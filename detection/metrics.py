@@ -1,16 +1,23 @@
-"""Detection metrics from per-image matches, and paired bootstrap CIs of variant deltas.
+"""Detection metrics from per-image matches, spread over training seeds, and a two-level paired
+bootstrap of each variant's delta against the reference.
 
 Predictions of each test image are matched to its ground truth once (`match_image`: ultralytics'
 `box_iou` + `DetectionValidator.match_predictions`, 10 IoU thresholds 0.50:0.05:0.95), so any
-subset of images, with repeats, can be scored again by concatenating their matches and running
-ultralytics' `ap_per_class` (`summarize`). That is what the bootstrap needs (Efron & Tibshirani
-1993, percentile interval): resample the test images with replacement, score both variants on the
-same resample (paired), take the delta, and report the point delta with the `ci` percentile
-interval of the resampled deltas.
+multiset of images can be scored again by repeating their matches and running ultralytics'
+`ap_per_class` (`MatchSet`, `ap_scores`). Scores are float [4 metrics, n_classes + 1]: METRICS by
+class, the last column the mean over the classes with ground truth (ultralytics' `Metric`).
 
 P and R are ultralytics' precision and recall at the confidence that maximises the mean F1;
 mAP50 / mAP50-95 use COCO 101-point interpolation (a perfect detector scores 0.995, not 1).
 Per-class values are NaN for classes without ground truth in the (re)sample; means skip them.
+
+The delta interval (`bootstrap_deltas`) is a percentile interval (Efron & Tibshirani 1993) of a
+two-level bootstrap over the two crossed sources of chance, test images and training seeds (every
+seed is scored on every image; Owen 2007, "The pigeonhole bootstrap"): each resample draws the
+test images with replacement, the same draw for every variant and seed (paired), and,
+independently per variant, that variant's training seeds with replacement; the statistic is the
+mean over the drawn seeds of the variant's score on the drawn images minus the same for the
+reference. It so covers both which test images were held out and which training runs happened.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -60,42 +67,92 @@ def match_image(pred: Detections, gt_xyxy: np.ndarray, gt_cls: np.ndarray) -> Im
 
 
 @dataclass(frozen=True)
-class Summary:
-    """Scores of a set of image matches; `per_class[m]` is float [n_classes] (NaN: no ground truth)."""
+class MatchSet:
+    """One model's matches on all test images, stacked once so that any resample is rescored by
+    repeating rows: prediction rows in descending confidence, each with its image's index."""
 
-    overall: dict[str, float]
-    per_class: dict[str, np.ndarray]
+    tp: np.ndarray              # bool [n_pred, 10]
+    conf: np.ndarray            # float [n_pred], descending
+    pred_cls: np.ndarray        # int [n_pred]
+    pred_image: np.ndarray      # int [n_pred]
+    target_cls: np.ndarray      # int [n_gt]
+    target_image: np.ndarray    # int [n_gt]
+    n_images: int
+
+    @staticmethod
+    def stack(matches: Sequence[ImageMatch]) -> MatchSet:
+        def cat(name: str, empty: np.ndarray) -> np.ndarray:
+            return np.concatenate([getattr(m, name) for m in matches]) if matches else empty
+
+        def image_index(name: str) -> np.ndarray:
+            return np.repeat(np.arange(len(matches)), [len(getattr(m, name)) for m in matches]).astype(np.int64)
+
+        order = np.argsort(-cat("conf", np.zeros(0)), kind="stable")
+        return MatchSet(cat("tp", np.zeros((0, len(IOU_THRESHOLDS)), bool))[order], cat("conf", np.zeros(0))[order],
+                        cat("pred_cls", np.zeros(0, np.int64))[order], image_index("conf")[order],
+                        cat("target_cls", np.zeros(0, np.int64)), image_index("target_cls"), len(matches))
+
+    def rows(self, counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """tp, conf, pred_cls, target_cls of the resample holding image i `counts[i]` times (all once
+        by default): each row repeated in place, so the confidence stays sorted."""
+        if counts is None:
+            return self.tp, self.conf, self.pred_cls, self.target_cls
+        reps = counts[self.pred_image]
+        return (np.repeat(self.tp, reps, axis=0), np.repeat(self.conf, reps), np.repeat(self.pred_cls, reps),
+                np.repeat(self.target_cls, counts[self.target_image]))
+
+
+def ap_scores(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, target_cls: np.ndarray,
+              n_classes: int) -> tuple[np.ndarray, tuple]:
+    """ultralytics' `ap_per_class` as scores float [4, n_classes + 1], and its raw results (curves)."""
+    ultralytics_offline()
+    from ultralytics.utils.metrics import ap_per_class
+
+    results = ap_per_class(tp, conf, pred_cls, target_cls)
+    p, r, ap, classes = results[2], results[3], results[5], results[6]
+    scores = np.full((len(METRICS), n_classes + 1), np.nan)
+    scores[:, classes] = [p, r, ap[:, 0], ap.mean(1)]
+    # the overall column as ultralytics' Metric.mean_results: means over the classes with ground truth
+    scores[:, -1] = [p.mean(), r.mean(), ap[:, 0].mean(), ap.mean()] if len(classes) else 0.0
+    return scores, results
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Scores of one set of image matches; see `ap_scores` for the layout of `scores`."""
+
+    scores: np.ndarray                    # float [4, n_classes + 1] (NaN: no ground truth)
     n_targets: np.ndarray                 # int [n_classes]
     recall_grid: np.ndarray               # float [1000], x axis of the PR curves
     pr_curves: np.ndarray                 # float [n_classes, 1000] precision at IoU 0.5 (NaN rows: no GT)
 
+    @property
+    def overall(self) -> dict[str, float]:
+        return {m: float(self.scores[k, -1]) for k, m in enumerate(METRICS)}
+
+    @property
+    def per_class(self) -> dict[str, np.ndarray]:
+        return {m: self.scores[k, :-1] for k, m in enumerate(METRICS)}
+
 
 def summarize(matches: Sequence[ImageMatch], n_classes: int) -> Summary:
-    """P, R, mAP50, mAP50-95 overall and per class with ultralytics' `ap_per_class`."""
-    ultralytics_offline()
-    from ultralytics.utils.metrics import Metric, ap_per_class
-
-    tp = np.concatenate([m.tp for m in matches]) if matches else np.zeros((0, 10), bool)
-    conf = np.concatenate([m.conf for m in matches]) if matches else np.zeros(0)
-    pred_cls = np.concatenate([m.pred_cls for m in matches]) if matches else np.zeros(0, np.int64)
-    target_cls = np.concatenate([m.target_cls for m in matches]) if matches else np.zeros(0, np.int64)
-    results = ap_per_class(tp, conf, pred_cls, target_cls)
-    metric = Metric()
-    metric.nc = n_classes
-    metric.update(results[2:])
-    per_class = {m: np.full(n_classes, np.nan) for m in METRICS}
+    """P, R, mAP50, mAP50-95 overall and per class, and the PR curves, of a set of image matches."""
+    stacked = MatchSet.stack(matches)
+    scores, results = ap_scores(*stacked.rows(), n_classes)
     curves = np.full((n_classes, len(results[10])), np.nan)
-    for row, c in enumerate(metric.ap_class_index):
-        per_class["precision"][c], per_class["recall"][c] = metric.p[row], metric.r[row]
-        per_class["mAP50"][c], per_class["mAP50-95"][c] = metric.all_ap[row, 0], metric.all_ap[row].mean()
-        curves[c] = results[11][row]
-    overall = dict(zip(METRICS, (float(v) for v in metric.mean_results())))
-    return Summary(overall, per_class, np.bincount(target_cls, minlength=n_classes), results[10], curves)
+    curves[results[6]] = results[11][:len(results[6])]
+    return Summary(scores, np.bincount(stacked.target_cls, minlength=n_classes), results[10], curves)
+
+
+def seed_spread(per_seed: np.ndarray) -> dict[str, np.ndarray]:
+    """mean, sd (sample standard deviation, ddof 1; NaN for one seed), min and max over axis 0 (the seeds)."""
+    sd = per_seed.std(axis=0, ddof=1) if len(per_seed) > 1 else np.full(per_seed.shape[1:], np.nan)
+    return {"mean": per_seed.mean(axis=0), "sd": sd, "min": per_seed.min(axis=0), "max": per_seed.max(axis=0)}
 
 
 @dataclass(frozen=True)
 class BootstrapSettings:
-    """params.yaml `evaluate.bootstrap`: the paired bootstrap over test images."""
+    """params.yaml `evaluate.bootstrap`: the two-level paired bootstrap (test images, training seeds)."""
 
     n_resamples: int
     seed: int
@@ -107,32 +164,42 @@ class BootstrapSettings:
             raise ValueError(f"ci: must be in (0, 1), got {self.ci}")
 
 
-def bootstrap_delta(base: Sequence[ImageMatch], other: Sequence[ImageMatch], n_classes: int,
-                    settings: BootstrapSettings) -> dict[str, Any]:
-    """Paired bootstrap of `other - base` for every metric, overall and per class.
+@dataclass(frozen=True)
+class Delta:
+    """A variant minus the reference, float [4, n_classes + 1] each (the `ap_scores` layout)."""
 
-    Returns {"overall": {metric: {delta, ci_low, ci_high}}, "per_class": {metric: {...: float [n_classes]}}}.
-    """
-    if len(base) != len(other):
-        raise ValueError(f"paired bootstrap needs the same images: {len(base)} vs {len(other)}")
-    point_base, point_other = summarize(base, n_classes), summarize(other, n_classes)
-    rng = np.random.default_rng(settings.seed)
-    overall = np.zeros((settings.n_resamples, len(METRICS)))
-    per_class = np.zeros((settings.n_resamples, len(METRICS), n_classes))
+    delta: np.ndarray           # seed mean minus seed mean on the whole test split
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+
+    @property
+    def resolved(self) -> np.ndarray:
+        """bool: the interval excludes 0 (False where it is undefined)."""
+        return (self.ci_low > 0) | (self.ci_high < 0)
+
+
+def bootstrap_deltas(matches: Mapping[str, Sequence[Sequence[ImageMatch]]], n_classes: int,
+                     settings: BootstrapSettings) -> dict[str, Delta]:
+    """Every variant after the first (the reference) minus the reference, with the module's two-level
+    paired bootstrap interval. `matches[variant][k]` holds seed k's matches, one per test image."""
+    sets = {v: [MatchSet.stack(m) for m in per_seed] for v, per_seed in matches.items()}
+    n_images = {s.n_images for per_seed in sets.values() for s in per_seed}
+    if len(n_images) != 1:
+        raise ValueError(f"paired bootstrap needs the same images for every model: {sorted(n_images)} images")
+    (n,) = n_images
+    point = np.stack([np.mean([ap_scores(*s.rows(), n_classes)[0] for s in per_seed], axis=0)
+                      for per_seed in sets.values()])
+    # one stream for the images, one per variant for its seeds: adding a variant leaves the others' draws alone
+    image_rng, *seed_rngs = map(np.random.default_rng, np.random.SeedSequence(settings.seed).spawn(1 + len(sets)))
+    draws = np.empty((settings.n_resamples, *point.shape))      # [resample, variant, metric, class + overall]
     for b in range(settings.n_resamples):
-        idx = rng.integers(0, len(base), len(base))  # the same resample for both variants
-        sa = summarize([base[i] for i in idx], n_classes)
-        sb = summarize([other[i] for i in idx], n_classes)
-        overall[b] = [sb.overall[m] - sa.overall[m] for m in METRICS]
-        per_class[b] = [sb.per_class[m] - sa.per_class[m] for m in METRICS]
+        counts = np.bincount(image_rng.integers(0, n, n), minlength=n)  # one image draw for every model: paired
+        for k, per_seed in enumerate(sets.values()):
+            seeds = seed_rngs[k].integers(0, len(per_seed), len(per_seed))
+            scored = {i: ap_scores(*per_seed[i].rows(counts), n_classes)[0] for i in np.unique(seeds)}  # once each
+            draws[b, k] = np.mean([scored[i] for i in seeds], axis=0)
     alpha = (1.0 - settings.ci) / 2 * 100
-    low, high = np.percentile(overall, [alpha, 100 - alpha], axis=0)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: classes absent from the test set
-        c_low, c_high = np.nanpercentile(per_class, [alpha, 100 - alpha], axis=0)
-    return {
-        "overall": {m: {"delta": point_other.overall[m] - point_base.overall[m],
-                        "ci_low": float(low[k]), "ci_high": float(high[k])} for k, m in enumerate(METRICS)},
-        "per_class": {m: {"delta": point_other.per_class[m] - point_base.per_class[m],
-                          "ci_low": c_low[k], "ci_high": c_high[k]} for k, m in enumerate(METRICS)},
-    }
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: classes absent from the test set
+        low, high = np.nanpercentile(draws[:, 1:] - draws[:, :1], [alpha, 100 - alpha], axis=0)
+    return {v: Delta(point[k] - point[0], low[k - 1], high[k - 1]) for k, v in enumerate(sets) if k}

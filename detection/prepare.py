@@ -7,6 +7,11 @@ square `image_size` (letterbox keeps the aspect ratio and pads with grey 114 as 
 does; stretch scales each axis), split (`detection.splits`) and write images, YOLO labels,
 `manifest.csv`, `data.yaml`. A bad box makes its whole image bad: dropping only the box would
 leave an unlabelled object that the detector learns as background.
+
+Instance masks (COCO / TACO segmentation, `SourceBox.mask`) are rasterised in source px
+(`detection.masks`), resized with the image's own geometry (`square_geometry`) by area average,
+and an output pixel goes to the instance covering at least `MASK_COVERAGE` of it (the one
+covering it most); the instance map is written for boxed splits (`detection.prepared`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 from PIL import Image
@@ -23,11 +29,13 @@ from core.errors import StageError
 from core.io import write_json
 from core.params import check_choice, to_jsonable
 from detection.formats import FORMATS, dataset_root, detect_format, read_dataset
+from detection.masks import instance_map, source_mask_pixels
 from detection.prepared import MANIFEST_COLUMNS, SPLITS
 from detection.records import ON_ERROR, BadRecord, Problems, SourceBox, SourceImage
 from detection.splits import SplitParams, assign_splits
 
 PAD_GREY = (114, 114, 114)
+MASK_COVERAGE = 0.5      # an output pixel belongs to an instance whose mask covers at least this share of it
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,8 @@ class PreparedImage:
     source: SourceImage
     image: Image.Image                       # RGB, image_size x image_size
     boxes: tuple[tuple[int, float, float, float, float], ...]  # (class index, cx, cy, w, h) normalised
+    source_masks: int                        # boxes whose source has a mask
+    instances: np.ndarray | None             # instance map [size, size] (detection.prepared); None: no mask
 
 
 def map_class(box: SourceBox, params: DatasetParams) -> str | None:
@@ -113,17 +123,40 @@ def check_box(box: SourceBox, width: int, height: int, params: DatasetParams, pr
     return clipped
 
 
+def square_geometry(width: int, height: int, size: int, mode: str) -> tuple[int, int, int, int]:
+    """(new_w, new_h, ox, oy): a width x height image becomes new_w x new_h at (ox, oy) of the square."""
+    if mode == "stretch":
+        return size, size, 0, 0
+    scale = size / max(width, height)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    return new_w, new_h, (size - new_w) // 2, (size - new_h) // 2
+
+
 def resize_square(image: Image.Image, size: int, mode: str) -> tuple[Image.Image, float, float, float, float]:
     """Resized image and the map of source px to output px: x' = x * sx + ox, y' = y * sy + oy."""
     width, height = image.size
+    new_w, new_h, ox, oy = square_geometry(width, height, size, mode)
+    resized = image.resize((new_w, new_h), Image.Resampling.LANCZOS)
     if mode == "stretch":
-        return image.resize((size, size), Image.Resampling.LANCZOS), size / width, size / height, 0.0, 0.0
-    scale = size / max(width, height)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        return resized, size / width, size / height, 0.0, 0.0
     canvas = Image.new("RGB", (size, size), PAD_GREY)
-    ox, oy = (size - new_w) // 2, (size - new_h) // 2
-    canvas.paste(image.resize((new_w, new_h), Image.Resampling.LANCZOS), (ox, oy))
+    canvas.paste(resized, (ox, oy))
     return canvas, new_w / width, new_h / height, float(ox), float(oy)
+
+
+def mask_coverage(box: SourceBox, width: int, height: int, size: int, mode: str) -> np.ndarray | None:
+    """float32 [size, size]: the share of each output pixel the box's source mask covers; None without one."""
+    if box.mask is None:
+        return None
+    try:
+        pixels = source_mask_pixels(box.mask, width, height)
+    except BadRecord as err:
+        raise BadRecord(f"{box.record}: {err}") from None
+    new_w, new_h, ox, oy = square_geometry(width, height, size, mode)
+    scaled = Image.fromarray(pixels.astype(np.float32)).resize((new_w, new_h), Image.Resampling.BOX)
+    coverage = np.zeros((size, size), np.float32)
+    coverage[oy:oy + new_h, ox:ox + new_w] = np.asarray(scaled)
+    return coverage
 
 
 def prepare_image(source: SourceImage, params: DatasetParams, problems: Problems) -> PreparedImage | None:
@@ -137,7 +170,7 @@ def prepare_image(source: SourceImage, params: DatasetParams, problems: Problems
                             f"differs from the image's {width}x{height}")
         resized, sx, sy, ox, oy = resize_square(image, params.image_size, params.resize)
         size = params.image_size
-        boxes = []
+        boxes, coverages = [], []
         for box in source.boxes:
             target = map_class(box, params)
             x0, y0, x1, y1 = check_box(box, width, height, params, problems, file)
@@ -148,10 +181,13 @@ def prepare_image(source: SourceImage, params: DatasetParams, problems: Problems
             y0, y1 = y0 * sy + oy, y1 * sy + oy
             boxes.append((params.classes.index(target), (x0 + x1) / 2 / size, (y0 + y1) / 2 / size,
                           (x1 - x0) / size, (y1 - y0) / size))
+            coverages.append(mask_coverage(box, width, height, size, params.resize))
     except BadRecord as err:
         problems.bad(file, source.record, str(err))
         return None
-    return PreparedImage(source, resized, tuple(boxes))
+    n_masks = sum(c is not None for c in coverages)
+    instances = instance_map(coverages, (size, size), MASK_COVERAGE) if n_masks else None
+    return PreparedImage(source, resized, tuple(boxes), n_masks, instances)
 
 
 def image_ids(sources: list[SourceImage], problems: Problems) -> dict[str, str]:
@@ -194,7 +230,7 @@ def prepare_dataset(dataset: DatasetParams, split: SplitParams, out: Path) -> di
     manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
     manifest.to_csv(out / "manifest.csv", index=False)
     data_yaml = {"path": ".", "names": dict(enumerate(names)), "nc": len(names),
-                 **{s: f"images/{s}" for s in SPLITS}}
+                 **{s: f"images/{s}" for s in SPLITS}, "image_size": dataset.image_size}
     (out / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
     report = import_report(manifest, prepared, splits, names, problems, fmt, root, source_names)
     write_json(out / "params.json", {"dataset": to_jsonable(dataset), "split": to_jsonable(split)})
@@ -210,6 +246,10 @@ def write_image(out: Path, image_id: str, split: str, item: PreparedImage, tags:
         label_file = out / "labels" / split / f"{image_id}.txt"
         label_file.parent.mkdir(parents=True, exist_ok=True)
         label_file.write_text("".join(f"{c} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n" for c, cx, cy, w, h in item.boxes))
+        if item.instances is not None and item.instances.any():
+            mask_file = out / "masks" / split / f"{image_id}.png"
+            mask_file.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(item.instances).save(mask_file)
     return {"image_id": image_id, "split": split, "path": image_path.relative_to(out).as_posix(),
             "width": size, "height": size, "source": item.source.path.relative_to(root).as_posix(),
             "tags": ";".join(tags), "n_boxes": len(item.boxes)}
@@ -229,11 +269,23 @@ def import_report(manifest: pd.DataFrame, prepared: list[PreparedImage], splits:
             "images_per_class": {n: images[n] for n in names},
             "boxes_per_class": {n: boxes[n] for n in names},
             "labels_written": split_name != "tagged",
+            "boxes_with_mask": sum(masked_boxes(p) for p in members) if split_name != "tagged" else 0,
         }
     totals = Counter(names[b[0]] for p in prepared for b in p.boxes)
     return {
         "source": str(root), "format": fmt, "source_classes": source_names, "classes": names,
         "images": len(manifest), "boxes_per_class": {n: totals[n] for n in names},
-        "splits": per_split, "fixed": problems.fixed, "skipped": problems.skipped,
+        "splits": per_split,
+        "masks": {"boxes_with_source_mask": sum(p.source_masks for p in prepared),
+                  "boxes_with_mask": sum(s["boxes_with_mask"] for s in per_split.values()),
+                  "lost_in_resize": sum(p.source_masks - masked_boxes(p) for p in prepared),
+                  "note": "boxes_with_mask: boxes with pixels in masks/<split>/ (train, val, test); lost_in_resize: "
+                          f"source masks that cover no output pixel by {MASK_COVERAGE:g} or more"},
+        "fixed": problems.fixed, "skipped": problems.skipped,
         "missing_splits": problems.missing_splits,
     }
+
+
+def masked_boxes(item: PreparedImage) -> int:
+    """Boxes of an image with at least one pixel in its instance map."""
+    return 0 if item.instances is None else len(np.setdiff1d(np.unique(item.instances), [0]))

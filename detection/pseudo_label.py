@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -136,26 +135,26 @@ def cap_background(decisions: list[Decision], fraction: float, seed: int) -> lis
             for i, d in enumerate(decisions)]
 
 
-def pseudo_label_pool(model, pool: Sequence[PoolImage], settings: PseudoLabelSettings,
+def pseudo_label_pool(model, pool: Sequence[PoolImage], images: Sequence[np.ndarray], settings: PseudoLabelSettings,
                       imgsz: int) -> list[Decision]:
-    """Predict on every image of `pool` and apply the keep policy (module docstring)."""
-    images = [read_rgb(p.path) for p in pool]
+    """Predict on the `images` of `pool` and apply the keep policy (module docstring)."""
     detections = predict_tta(model, images, settings.predict, imgsz, settings.tta)
     decisions = [decide(p, d, settings.predict.conf) for p, d in zip(pool, detections)]
     return cap_background(decisions, settings.max_background_fraction, settings.seed)
 
 
-def write_layout(decisions: Sequence[Decision], out_dir: Path, names: Sequence[str]) -> pd.DataFrame:
-    """Copy kept images to `out_dir/images`, write their labels to `out_dir/labels`, and a manifest."""
+def write_layout(decisions: Sequence[Decision], images: Sequence[np.ndarray], out_dir: Path,
+                 names: Sequence[str]) -> pd.DataFrame:
+    """Save the kept `images` to `out_dir/images`, their labels to `out_dir/labels`, and a manifest."""
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "labels").mkdir(parents=True, exist_ok=True)
     rows = []
-    for d in decisions:
+    for d, rgb in zip(decisions, images):
         if d.reason not in ("kept", "kept_background"):
             continue
         image_path = out_dir / "images" / f"{d.image.image_id}.png"
-        shutil.copyfile(d.image.path, image_path)
-        width, height = Image.open(image_path).size
+        Image.fromarray(rgb).save(image_path)
+        height, width = rgb.shape[:2]
         (out_dir / "labels" / f"{d.image.image_id}.txt").write_text(pixels_to_labels(d.detections, width, height))
         rows.append({"image_id": d.image.image_id, "path": f"images/{d.image.image_id}.png",
                      "source_path": os.path.relpath(d.image.path),  # relative: the same bytes in any clone
@@ -188,11 +187,15 @@ def report(decisions: Sequence[Decision], names: Sequence[str]) -> dict[str, Any
 
 
 def run(pool: Sequence[PoolImage], weights: Path | str, settings: PseudoLabelSettings, imgsz: int,
-        names: Sequence[str], out_dir: Path) -> dict[str, Any]:
-    """Label `pool` with the detector at `weights`, write the kept images as a YOLO layout; the report."""
+        names: Sequence[str], out_dir: Path, size: int) -> dict[str, Any]:
+    """Label `pool` with the detector at `weights`, write the kept images as a YOLO layout; the report.
+
+    Every image is first brought to size x size, the prepared images' (the synthetic ones are made at
+    the generative resolution: bicubic upsampling, `detection.prepared.resample_rgb`)."""
     if not pool:
         raise StageError("pseudo_label: the image pool is empty")
-    decisions = pseudo_label_pool(load_model(weights), pool, settings, imgsz)
-    write_layout(decisions, out_dir, names)
+    images = [read_rgb(p.path, size) for p in pool]
+    decisions = pseudo_label_pool(load_model(weights), pool, images, settings, imgsz)
+    write_layout(decisions, images, out_dir, names)
     (out_dir / "classes.txt").write_text("".join(f"{n}\n" for n in names))
     return report(decisions, names)

@@ -19,6 +19,16 @@ SOURCE_SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
+class SourceMask:
+    """An instance's shape in source pixels, as COCO gives it (`detection.masks` rasterises it):
+    polygons of flat [x1, y1, x2, y2, ...] pixel-edge coordinates, or an uncompressed RLE."""
+
+    polygons: tuple[tuple[float, ...], ...]   # () for an RLE
+    rle_counts: tuple[int, ...]               # () for polygons: run lengths, background first, column-major
+    rle_size: tuple[int, int] | None          # (height, width) of the RLE's image; None for polygons
+
+
+@dataclass(frozen=True)
 class SourceBox:
     """One box in source pixels, corners (x0, y0) top-left and (x1, y1) bottom-right."""
 
@@ -29,6 +39,7 @@ class SourceBox:
     y1: float
     record: str                     # where it came from, e.g. "annotation id 17" or "line 3"
     supercategory: str | None = None
+    mask: SourceMask | None = None  # the instance's shape where the source has one (COCO / TACO)
 
 
 @dataclass(frozen=True)

@@ -13,82 +13,54 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw
 
-from core.tables import markdown_cell, markdown_table
+from core.tables import markdown_table
 from detection.evaluate import EvaluateSettings, Evaluation
-from detection.metrics import METRICS
+from detection.figures import draw_boxes, image_grid
+from detection.metrics import METRICS, Delta
 from detection.prepared import label_path, read_rgb, read_yolo_labels
 from detection.yolo import Detections, labels_to_pixels
 
-PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-           (70, 240, 240), (240, 50, 230)]
-
-
-def draw_boxes(rgb: np.ndarray, xyxy: np.ndarray, cls: np.ndarray, scale: int) -> np.ndarray:
-    """The image upscaled `scale` x (nearest) with one class-coloured rectangle per box."""
-    image = Image.fromarray(rgb).resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.NEAREST)
-    pen = ImageDraw.Draw(image)
-    for box, c in zip(xyxy * scale, cls):
-        pen.rectangle([float(v) for v in box], outline=PALETTE[int(c) % len(PALETTE)], width=max(1, scale // 3))
-    return np.asarray(image)
-
-
-def image_grid(path: Path, rows: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str],
-               col_titles: Sequence[str], legend: Sequence[str]) -> None:
-    """Save a grid of images (rows x cols) with titles and a class-colour legend."""
-    n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.6 * n_cols, 1.7 * n_rows + 0.6), squeeze=False)
-    for i, row in enumerate(rows):
-        for j in range(n_cols):
-            ax = axes[i][j]
-            ax.axis("off")
-            if j < len(row):
-                ax.imshow(row[j], interpolation="nearest")
-            if i == 0 and j < len(col_titles):
-                ax.set_title(col_titles[j], fontsize=7)
-        axes[i][0].text(-0.1, 0.5, row_titles[i], transform=axes[i][0].transAxes, ha="right", va="center",
-                        fontsize=7)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(PALETTE[k % len(PALETTE)]) / 255) for k in range(len(legend))]
-    fig.legend(handles, legend, loc="lower center", ncol=len(legend), fontsize=7, frameon=False)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
 
 def plot_pr_curves(ev: Evaluation, path: Path) -> None:
+    """Per class, each variant's PR curve at IoU 0.5 from every seed's detections pooled."""
     n = len(ev.names)
     fig, axes = plt.subplots(1, n, figsize=(2.8 * n, 2.8), squeeze=False, sharey=True)
     for c, name in enumerate(ev.names):
         ax = axes[0][c]
-        for variant, s in ev.summaries.items():
+        for variant, s in ev.pooled.items():
             if np.isfinite(s.pr_curves[c]).all():
-                ax.plot(s.recall_grid, s.pr_curves[c], label=f"{variant} AP50={s.per_class['mAP50'][c]:.2f}")
+                ax.plot(s.recall_grid, s.pr_curves[c], label=variant)
         ax.set(title=name, xlabel="recall", xlim=(0, 1), ylim=(0, 1.02))
-        ax.legend(fontsize=6, loc="lower left")
-    axes[0][0].set_ylabel("precision (IoU 0.5)")
+        if ax.lines:  # a class without ground truth has no curve
+            ax.legend(fontsize=6, loc="lower left")
+    axes[0][0].set_ylabel(f"precision (IoU 0.5, {len(ev.seeds)} seeds pooled)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def plot_delta_bars(ev: Evaluation, path: Path, metric: str = "mAP50") -> None:
-    """Per class, each variant's delta vs the reference with its bootstrap CI as an error bar."""
-    variants = list(ev.deltas)
+def plot_delta_bars(ev: Evaluation, path: Path, ci: float, metric: str = "mAP50") -> None:
+    """Per class and overall, each variant's delta vs the reference with its interval as an error
+    bar; resolved deltas solid, unresolved ones faint."""
+    k = METRICS.index(metric)
     x = np.arange(len(ev.names) + 1)
-    width = 0.8 / max(len(variants), 1)
+    width = 0.8 / max(len(ev.deltas), 1)
     fig, ax = plt.subplots(figsize=(1.2 * len(x) + 2, 3.2))
-    for k, variant in enumerate(variants):
-        d = ev.deltas[variant]
-        delta = np.append(d["per_class"][metric]["delta"], d["overall"][metric]["delta"])
-        low = np.append(d["per_class"][metric]["ci_low"], d["overall"][metric]["ci_low"])
-        high = np.append(d["per_class"][metric]["ci_high"], d["overall"][metric]["ci_high"])
+    for j, (variant, d) in enumerate(ev.deltas.items()):
+        delta, low, high = d.delta[k], d.ci_low[k], d.ci_high[k]
         err = np.nan_to_num(np.stack([delta - low, high - delta]).clip(min=0))
-        ax.bar(x + (k - (len(variants) - 1) / 2) * width, np.nan_to_num(delta), width, yerr=err, capsize=3,
-               label=variant)
+        bars = ax.bar(x + (j - (len(ev.deltas) - 1) / 2) * width, np.nan_to_num(delta), width, yerr=err, capsize=3,
+                      label=variant)
+        for bar, resolved in zip(bars, d.resolved[k]):
+            bar.set_alpha(1.0 if resolved else 0.35)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(x, [*ev.names, "all"], rotation=20, fontsize=8)
-    ax.set_ylabel(f"delta {metric} vs {next(iter(ev.summaries))}")
-    ax.legend(fontsize=8)
+    ax.set_ylabel(f"delta {metric} vs {ev.reference}")
+    ax.set_title(f"mean over seeds; error bars: {ci:.0%} interval; faint: it contains 0", fontsize=8)
+    if ev.deltas:
+        for handle in ax.legend(fontsize=8).legend_handles:
+            handle.set_alpha(1.0)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -110,50 +82,109 @@ def pseudo_grid(pseudo_dir: Path, names: Sequence[str], path: Path, n: int, scal
     return True
 
 
-def detections_grid(ev: Evaluation, settings: EvaluateSettings, path: Path, variants: Sequence[str]) -> None:
-    """Rows: test images; columns: ground truth, then each variant's detections above draw_conf."""
+def detections_grid(ev: Evaluation, settings: EvaluateSettings, path: Path) -> None:
+    """Rows: test images; columns: ground truth, then each variant's first-seed detections above draw_conf."""
     rows, titles = [], []
     for i, im in enumerate(ev.images[:settings.grid_images]):
         row = [draw_boxes(im.rgb, im.gt_xyxy, im.gt_cls, settings.grid_scale)]
-        for v in variants:
-            det: Detections = ev.detections[v][i].select(ev.detections[v][i].conf >= settings.draw_conf)
+        for found in ev.detections.values():
+            det: Detections = found[i].select(found[i].conf >= settings.draw_conf)
             row.append(draw_boxes(im.rgb, det.xyxy, det.cls, settings.grid_scale))
         rows.append(row)
         titles.append(im.image_id)
-    image_grid(path, rows, titles, ["ground truth", *variants], ev.names)
+    image_grid(path, rows, titles, ["ground truth", *ev.detections], ev.names)
+
+
+def mark(resolved: bool, delta: float) -> str:
+    """How a delta reads in the report."""
+    return "n/a" if not np.isfinite(delta) else "resolved" if resolved else "unresolved"
+
+
+def mean_sd(mean: float, sd: float) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.3f}" if not np.isfinite(sd) else f"{mean:.3f} ± {sd:.3f}"
+
+
+def delta_cell(d: Delta, k: int, column: int) -> str:
+    """`+0.031 [-0.010, +0.060] unresolved`: the delta, its interval and its mark."""
+    delta, low, high = d.delta[k, column], d.ci_low[k, column], d.ci_high[k, column]
+    if not np.isfinite(delta):
+        return "n/a"
+    return f"{delta:+.3f} [{low:+.3f}, {high:+.3f}] {mark(d.resolved[k, column], delta)}"
+
+
+def overall_table(ev: Evaluation) -> pd.DataFrame:
+    rows = []
+    for v in ev.summaries:
+        spread, per_seed = ev.spread(v), ev.per_seed(v)
+        rows.append({"variant": v, "seeds": len(per_seed),
+                     **{m: mean_sd(spread["mean"][k, -1], spread["sd"][k, -1]) for k, m in enumerate(METRICS)},
+                     "mAP50 per seed": " / ".join(f"{x:.3f}" for x in per_seed[:, METRICS.index("mAP50"), -1])})
+    return pd.DataFrame(rows)
+
+
+def delta_table(ev: Evaluation, ci: float) -> pd.DataFrame:
+    return pd.DataFrame([{"variant": v, "metric": m, "delta": f"{d.delta[k, -1]:+.3f}",
+                          f"{ci:.0%} interval": f"[{d.ci_low[k, -1]:+.3f}, {d.ci_high[k, -1]:+.3f}]",
+                          "verdict": mark(d.resolved[k, -1], d.delta[k, -1])}
+                         for v, d in ev.deltas.items() for k, m in enumerate(METRICS)])
+
+
+def per_class_table(ev: Evaluation) -> pd.DataFrame:
+    k = METRICS.index("mAP50")
+    n_targets = ev.summaries[ev.reference][0].n_targets
+    spreads = {v: ev.spread(v) for v in ev.summaries}
+    return pd.DataFrame([{"class": name, "targets": int(n_targets[c]),
+                          **{v: mean_sd(s["mean"][k, c], s["sd"][k, c]) for v, s in spreads.items()},
+                          **{f"{v} - {ev.reference}": delta_cell(d, k, c) for v, d in ev.deltas.items()}}
+                         for c, name in enumerate(ev.names)])
+
+
+def verdict(ev: Evaluation) -> str:
+    """One plain sentence: which deltas are resolved (overall, any metric; per class, AP50), or that none is."""
+    k50 = METRICS.index("mAP50")
+    found = [f"{v} {m} {d.delta[k, -1]:+.3f}" for v, d in ev.deltas.items() for k, m in enumerate(METRICS)
+             if d.resolved[k, -1]]
+    found += [f"{v} {name} AP50 {d.delta[k50, c]:+.3f}" for v, d in ev.deltas.items()
+              for c, name in enumerate(ev.names) if d.resolved[k50, c]]
+    if not ev.deltas:
+        return "There is no other variant to compare."
+    if not found:
+        return (f"**No delta is resolved**: every interval contains 0, so this test set and these {len(ev.seeds)} "
+                f"training seeds cannot tell any variant from `{ev.reference}`.")
+    return f"**Resolved** (interval excludes 0): {'; '.join(found)}. Every other delta is unresolved."
 
 
 def write_report(ev: Evaluation, settings: EvaluateSettings, pseudo_dir: Path, figures: Path, link: str) -> str:
     """Render the figures into `figures` and return the markdown text, which finds them under `link`."""
-    rel = Path(link)
+    rel, boot = Path(link), settings.bootstrap
     plot_pr_curves(ev, figures / "pr_curves.png")
-    plot_delta_bars(ev, figures / "delta_map50.png")
-    shown = [v for v in ("baseline", "augmented") if v in ev.detections] or list(ev.detections)[:2]
-    detections_grid(ev, settings, figures / "test_detections.png", shown)
+    plot_delta_bars(ev, figures / "delta_map50.png", boot.ci)
+    detections_grid(ev, settings, figures / "test_detections.png")
     has_pseudo = pseudo_grid(pseudo_dir, ev.names, figures / "pseudo_labels.png", settings.grid_images,
                              settings.grid_scale)
-    reference = next(iter(ev.summaries))
-    overall = pd.DataFrame([{"variant": v, **s.overall} for v, s in ev.summaries.items()])
-    deltas = pd.DataFrame([{"variant": v, "metric": m, **d["overall"][m]} for v, d in ev.deltas.items() for m in METRICS])
-    per_class = pd.DataFrame([{"class": n, "targets": int(ev.summaries[reference].n_targets[c]),
-                               **{f"{v} AP50": s.per_class["mAP50"][c] for v, s in ev.summaries.items()},
-                               **{f"{v} dAP50 [CI]": _delta_cell(d, c) for v, d in ev.deltas.items()}}
-                              for c, n in enumerate(ev.names)])
-    ci = int(settings.bootstrap.ci * 100)
-    parts = [f"# Detection report\n\n{len(ev.images)} held-out test images; every variant predicted with "
-             f"conf >= {settings.predict.conf}, NMS IoU {settings.predict.iou}. Deltas are against `{reference}` with a paired "
-             f"bootstrap {ci}% CI over test images ({settings.bootstrap.n_resamples} resamples). A delta whose CI "
-             "excludes 0 is a difference this test set can resolve.\n\n",
-             "## Overall\n", markdown_table(overall), "\n## Delta vs " + reference + "\n", markdown_table(deltas),
-             "\n## Per class (mAP50)\n", markdown_table(per_class),
-             f"\n![delta mAP50 per class]({rel / 'delta_map50.png'})\n",
-             "\n## PR curves (IoU 0.5)\n", f"![PR curves]({rel / 'pr_curves.png'})\n",
-             f"\n## Test detections (conf >= {settings.draw_conf})\n", f"![test detections]({rel / 'test_detections.png'})\n"]
+    n_seeds, seeds = len(ev.seeds), ", ".join(map(str, ev.seeds))
+    intro = (f"{len(ev.images)} held-out test images; every variant trained with {n_seeds} seed(s) ({seeds}) and "
+             f"every model predicted with conf >= {settings.predict.conf}, NMS IoU {settings.predict.iou}. Values "
+             "are means over the seeds ± their sample standard deviation (min and max: `per_class.csv`, "
+             "`evaluation.json`).")
+    interval = (f"Delta: mean over seeds minus the same for `{ev.reference}`, on all test images. Interval: "
+                f"{boot.ci:.0%} percentile interval of a two-level paired bootstrap ({boot.n_resamples} resamples): "
+                "each resample draws the test images with replacement, the same images for every variant and seed, "
+                "and, independently for each variant, its training seeds with replacement; so it covers both which "
+                "test images happened to be held out and how much training runs differ by seed"
+                + (" (with one seed: test images only)" if n_seeds == 1 else "")
+                + ". A delta is resolved only when its interval excludes 0.")
+    parts = [f"# Detection report\n\n{intro}\n\n## Overall\n", markdown_table(overall_table(ev)),
+             f"\n## Delta vs {ev.reference}\n\n{interval}\n\n",
+             markdown_table(delta_table(ev, boot.ci)) if ev.deltas else "", f"\n{verdict(ev)}\n",
+             f"\n## Per class (AP50: mean ± sd over seeds; delta [{boot.ci:.0%} interval])\n",
+             markdown_table(per_class_table(ev)), f"\n![delta AP50 per class]({rel / 'delta_map50.png'})\n",
+             f"\n## PR curves (IoU 0.5, the detections of all {n_seeds} seeds pooled)\n",
+             f"![PR curves]({rel / 'pr_curves.png'})\n",
+             f"\n## Test detections (seed {ev.seeds[0]}, conf >= {settings.draw_conf})\n",
+             f"![test detections]({rel / 'test_detections.png'})\n"]
     if has_pseudo:
         parts += ["\n## Pseudo-labelled synthetic images\n", f"![pseudo labels]({rel / 'pseudo_labels.png'})\n"]
     return "".join(parts)
-
-
-def _delta_cell(d: dict, c: int) -> str:
-    m = d["per_class"]["mAP50"]
-    return f"{markdown_cell(m['delta'][c])} [{markdown_cell(m['ci_low'][c])}, {markdown_cell(m['ci_high'][c])}]"

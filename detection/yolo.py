@@ -14,6 +14,7 @@ dir and never inside a DVC output such as `data/prepared/`.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -35,7 +36,10 @@ from detection.prepared import label_path, load_manifest, read_yolo_labels
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / ".yolo_config"
 FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
-VARIANTS = ("baseline", "augmented", "selftrain")
+VARIANTS = ("baseline", "augmented", "selftrain", "copypaste")
+# The extra training images of a variant: (folder under paths.pseudo, MixSettings field capping them or None).
+VARIANT_POOLS = {"augmented": ("synthetic", "synthetic_ratio"), "selftrain": ("tagged", "tagged_ratio"),
+                 "copypaste": ("copypaste", None)}
 # Every ultralytics integration that could log or upload; all off.
 OFFLINE_SETTINGS = {k: False for k in ("sync", "hub", "dvc", "clearml", "comet", "mlflow", "neptune",
                                        "raytune", "tensorboard", "wandb", "vscode_msg", "openvino_msg")}
@@ -49,7 +53,6 @@ class TrainSettings:
     imgsz: int                    # network input side in px, a multiple of 32
     epochs: int
     batch: int
-    seed: int
     device: Any                   # auto (CUDA when present, else cpu) | cpu | 0 | [0, 1] (DDP)
     patience: int                 # early stopping on val fitness
     workers: int                  # dataloader workers
@@ -66,15 +69,35 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
-class YoloParams:
-    """params.yaml `yolo`: shared train settings plus each variant's pseudo-label mix."""
+class MixSettings:
+    """params.yaml `yolo.mix`: how many added images the augmented and selftrain variants get, and which."""
 
-    train: TrainSettings
     synthetic_ratio: float            # augmented: at most this many synthetic images per real train image
     tagged_ratio: float               # selftrain: at most this many pseudo-labelled tagged images per real one
+    seed: int                         # which images fill a cap (the same for every training seed)
 
     def __post_init__(self) -> None:
-        check_at_least(self, 0, "synthetic_ratio", "tagged_ratio")
+        check_at_least(self, 0, "synthetic_ratio", "tagged_ratio", "seed")
+
+
+@dataclass(frozen=True)
+class YoloParams:
+    """params.yaml `yolo`: shared train settings, the training seeds and the variants' mix."""
+
+    train: TrainSettings
+    seeds: tuple[int, ...]            # one training per seed and variant: <paths.yolo>/<variant>/seed_<s>/
+    mix: MixSettings
+
+    def __post_init__(self) -> None:
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: expected a non-empty list of distinct seeds, got {list(self.seeds)}")
+        if any(not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise ValueError(f"seeds: every seed must be an integer >= 0, got {list(self.seeds)}")
+
+
+def seed_dir(variant_dir: Path | str, seed: int) -> Path:
+    """Where the training with `seed` of a variant lives: `<variant_dir>/seed_<seed>`."""
+    return Path(variant_dir) / f"seed_{seed}"
 
 
 def ultralytics_offline() -> ModuleType:
@@ -148,8 +171,8 @@ def pseudo_split(pseudo_dir: Path | str, ratio: float, n_real: int, seed: int) -
     if not images:  # a weak baseline may keep nothing: train on the real images, say so
         print(f"warning: {pseudo_dir}: no pseudo-labelled images kept; training on real images only",
               file=sys.stderr)
-    cap = int(round(ratio * n_real))
-    if cap < len(images):
+    if ratio * n_real < len(images):
+        cap = int(round(ratio * n_real))
         images = sorted(random.Random(seed).sample(images, cap))
     return [LabelledImage(p.resolve(), label_path(p.resolve()), f"{pseudo_dir.name}_{p.stem}") for p in images]
 
@@ -172,24 +195,30 @@ def write_dataset_view(root: Path, splits: dict[str, list[LabelledImage]], names
     return data_yaml
 
 
-def variant_splits(variant: str, params: YoloParams, prepared: Path | str,
-                   pseudo_root: Path | str) -> dict[str, list[LabelledImage]]:
-    """Train/val images of a variant: real train (+ pseudo-labelled synthetic or tagged), real val."""
+def added_images(variant: str, params: YoloParams, pseudo_root: Path | str, n_real: int) -> list[LabelledImage]:
+    """The images a variant adds to the real `train` split (none for the baseline); every seed gets the same."""
     if variant not in VARIANTS:
         raise StageError(f"params: variant '{variant}': unknown; known: {', '.join(VARIANTS)}")
+    if variant not in VARIANT_POOLS:
+        return []
+    folder, cap = VARIANT_POOLS[variant]
+    ratio = math.inf if cap is None else getattr(params.mix, cap)
+    return pseudo_split(Path(pseudo_root) / folder, ratio, n_real, params.mix.seed)
+
+
+def variant_splits(variant: str, params: YoloParams, prepared: Path | str,
+                   pseudo_root: Path | str) -> dict[str, list[LabelledImage]]:
+    """Train/val images of a variant: real train + the variant's `added_images`, real val."""
     train = prepared_split(prepared, "train")
     if not train:
         raise StageError(f"{prepared}/manifest.csv: no 'train' images")
-    if variant == "augmented":
-        train += pseudo_split(Path(pseudo_root) / "synthetic", params.synthetic_ratio, len(train), params.train.seed)
-    elif variant == "selftrain":
-        train += pseudo_split(Path(pseudo_root) / "tagged", params.tagged_ratio, len(train), params.train.seed)
+    train += added_images(variant, params, pseudo_root, len(train))
     return {"train": train, "val": prepared_split(prepared, "val")}
 
 
 # --------------------------------------------------------------------------- train / predict
 
-def train(settings: TrainSettings, data_yaml: Path, out_dir: Path, log_dir: Path) -> dict[str, Any]:
+def train(settings: TrainSettings, seed: int, data_yaml: Path, out_dir: Path, log_dir: Path) -> dict[str, Any]:
     """Train one YOLO model: `best.pt`, `last.pt`, `results.csv`, `args.yaml` land in `out_dir`
     as the same training always writes them (`reproducible_copy`), the per-epoch log with its
     timings in `log_dir/results.csv`. Returns ultralytics' final validation metrics (of best.pt
@@ -200,7 +229,7 @@ def train(settings: TrainSettings, data_yaml: Path, out_dir: Path, log_dir: Path
     with scratch_dir("yolo_run_") as run_root:
         model = YOLO(settings.model)
         args = dict(data=str(data_yaml), epochs=settings.epochs, imgsz=settings.imgsz, batch=settings.batch,
-                    seed=settings.seed, deterministic=True, device=device, patience=settings.patience,
+                    seed=seed, deterministic=True, device=device, patience=settings.patience,
                     workers=settings.workers, amp=False if device == "cpu" else settings.amp,
                     plots=settings.plots, pretrained=settings.model.endswith(".pt"),
                     project=str(run_root), name="run", exist_ok=True, verbose=False)

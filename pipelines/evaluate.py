@@ -1,10 +1,13 @@
-"""Stage `evaluate`: every YOLO variant on the held-out `test` split; deltas vs baseline; report.
+"""Stage `evaluate`: every YOLO variant and seed on the held-out `test` split; deltas vs the reference; report.
 
-Reads <paths.prepared> (test split, class names), <paths.yolo>/<variant>/best.pt,
-<paths.pseudo>/synthetic (figure only), and for the report's synthetic-image part
-<paths.reports>/generation.json, gen_metrics.json and sweep/. Writes <paths.reports>/metrics.json
-(DVC metrics), per_class.csv, pr/<variant>/<class>.csv (DVC plots: recall, precision), report.md
-and figures/. Params: `evaluate`, `yolo.train.imgsz`.
+Reads <paths.prepared> (test split, class names), <paths.yolo>/<variant>/seed_<s>/best.pt for
+every variant in `evaluate.variants` and seed in `yolo.seeds`, <paths.pseudo>/synthetic (figure
+only), and for the report's synthetic-image part <paths.reports>/generation.json,
+gen_metrics.json and sweep/. Writes <paths.reports>/metrics.json (the DVC metric: seed means,
+mAP deltas with intervals), evaluation.json (everything: per seed, per class, spreads, all
+deltas, and the settings), per_class.csv, pr/<variant>/<class>.csv (DVC plots: recall,
+precision, pooled over seeds), report.md and figures/. Params: `evaluate`, `yolo.seeds`,
+`yolo.train.imgsz`.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ from pipelines.stage import run_stage, stage_args
 def _main(argv: list[str] | None) -> None:
     _, params, paths = stage_args(__doc__, argv)
     settings = section(evaluate.EvaluateSettings, "evaluate", params)
-    imgsz = section(YoloParams, "yolo", params).train.imgsz
-    evaluate.variants_present(settings.variants, paths.yolo)
+    yolo = section(YoloParams, "yolo", params)
+    evaluate.variants_present(settings.variants, yolo.seeds, paths.yolo)
     names = class_names(paths.prepared)
-    result = evaluate.evaluate(paths.prepared, paths.yolo, names, settings, imgsz)
+    result = evaluate.evaluate(paths.prepared, paths.yolo, names, settings, yolo.seeds, yolo.train.imgsz)
     reports = paths.reports
     with atomic_dirs(reports / "figures", reports / "pr") as (figures, pr_dir):
         evaluate.write_pr_curves(result, pr_dir)
@@ -36,8 +39,9 @@ def _main(argv: list[str] | None) -> None:
                     + synthetic_section(reports))
     write_text(reports / "per_class.csv", evaluate.per_class_frame(result).to_csv(index=False))
     write_text(reports / "report.md", markdown)
-    write_json(reports / "metrics.json", {**evaluate.metrics_json(result),
-                                          "settings": {"evaluate": settings, "imgsz": imgsz}})
+    write_json(reports / "evaluation.json", {**evaluate.evaluation_json(result), "settings": {
+        "evaluate": settings, "seeds": yolo.seeds, "imgsz": yolo.train.imgsz}})
+    write_json(reports / "metrics.json", evaluate.metrics_json(result))
 
 
 def main(argv: list[str] | None = None) -> int:

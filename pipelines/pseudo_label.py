@@ -4,8 +4,10 @@
 box of their target class is found; writes <paths.pseudo>/synthetic/ + <paths.reports>/pseudo_label.json.
 `--pool tagged` (stage `pseudo_label_tagged`, the self-training control): the real `tagged` split
 of <paths.prepared>, checked against its image-level tags; writes <paths.pseudo>/tagged/ +
-<paths.reports>/pseudo_label_tagged.json. Both read <paths.yolo>/baseline/best.pt and the params
-`pseudo_label` and `yolo.train.imgsz`; each output holds images/, labels/, manifest.csv, params.json.
+<paths.reports>/pseudo_label_tagged.json. Both use the baseline detector of the first seed in
+`yolo.seeds` (<paths.yolo>/baseline/seed_<s>/best.pt) and the params `pseudo_label`, `yolo.train.imgsz`
+and `yolo.seeds`; each output holds images/, labels/, manifest.csv, params.json, with every image at
+the prepared images' size (the synthetic ones are upsampled from the generative resolution).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import sys
 from core.io import atomic_dir, write_json
 from core.params import section
 from detection import pseudo_label
-from detection.prepared import class_names, load_manifest
-from detection.yolo import YoloParams
+from detection.prepared import class_names, image_size, load_manifest
+from detection.yolo import YoloParams, seed_dir
 from pipelines.stage import run_stage, stage_args
 
 REPORTS = {"synthetic": "pseudo_label.json", "tagged": "pseudo_label_tagged.json"}
@@ -26,15 +28,16 @@ def _main(argv: list[str] | None) -> None:
     args, params, paths = stage_args(__doc__, argv, lambda parser: parser.add_argument(
         "--pool", choices=sorted(REPORTS), default="synthetic"))
     settings = section(pseudo_label.PseudoLabelSettings, "pseudo_label", params)
-    imgsz = section(YoloParams, "yolo", params).train.imgsz
+    yolo = section(YoloParams, "yolo", params)
+    imgsz = yolo.train.imgsz
     names = class_names(paths.prepared)
     if args.pool == "synthetic":
         pool = pseudo_label.synthetic_pool(paths.synthetic, names, settings.require_target)
     else:
         pool = pseudo_label.tagged_pool(load_manifest(paths.prepared, ("tagged",)), names)
-    weights = paths.yolo / "baseline" / "best.pt"
+    weights = seed_dir(paths.yolo / "baseline", yolo.seeds[0]) / "best.pt"
     with atomic_dir(paths.pseudo / args.pool) as out_dir:
-        result = pseudo_label.run(pool, weights, settings, imgsz, names, out_dir)
+        result = pseudo_label.run(pool, weights, settings, imgsz, names, out_dir, image_size(paths.prepared))
         write_json(out_dir / "params.json", {"pseudo_label": settings, "imgsz": imgsz, "weights": weights})
         write_json(paths.reports / REPORTS[args.pool], result)
 

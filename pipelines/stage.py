@@ -3,6 +3,10 @@
 A stage script parses `--params`, reads its sections into frozen dataclasses (`core.params`),
 calls one library function and writes its outputs atomically (`core.io`); a `StageError` becomes
 one line on stderr and exit code 2.
+
+Every stage runs torch with `launch.torch_threads` intra-op threads, whatever the machine has:
+CPU kernels split their sums by thread count, so the same params give the same weights and images
+only at the same count (dvc.lock records it as a param of every torch stage).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.errors import StageError
-from core.params import read_params, section
+from core.params import check_at_least, read_params, section
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,19 @@ class Paths:
     yolo: Path               # one folder per variant
     synthetic: Path          # generate output (augment.synthetic)
     sweep: Path              # one folder per guidance scale
-    pseudo: Path             # pseudo-labelled pools: synthetic/, tagged/
+    pseudo: Path             # the variants' added images: synthetic/, tagged/ (pseudo-labelled), copypaste/
     reports: Path            # every report, metric and figure
+
+
+@dataclass(frozen=True)
+class Launch:
+    """params.yaml `launch`: how the stages start and how many CPU threads torch uses."""
+
+    accelerate: str          # the command dvc.yaml starts the accelerate stages with (read by DVC only)
+    torch_threads: int       # intra-op threads of every stage (torch.set_num_threads)
+
+    def __post_init__(self) -> None:
+        check_at_least(self, 1, "torch_threads")
 
 
 def stage_args(description: str, argv: list[str] | None,
@@ -43,6 +58,9 @@ def stage_args(description: str, argv: list[str] | None,
         add(parser)
     args = parser.parse_args(argv)
     params = read_params(args.params)
+    launch = section(Launch, "launch", params)
+    if "torch" in sys.modules:  # stages that never import torch (demo_data, import) need no threads set
+        sys.modules["torch"].set_num_threads(launch.torch_threads)
     return args, params, section(Paths, "paths", params)
 
 

@@ -1,13 +1,17 @@
-"""Stage `train_yolo@<variant>`: one YOLO detector per training-data variant (DVC foreach).
+"""Stage `train_yolo@<variant>`: one YOLO detector per training-data variant (DVC foreach) and seed.
 
 - baseline:  real `train` boxes only (<paths.prepared>)
 - augmented: real `train` + pseudo-labelled synthetic images (<paths.pseudo>/synthetic), at most
-  `yolo.synthetic_ratio` synthetic images per real one
+  `yolo.mix.synthetic_ratio` synthetic images per real one
 - selftrain: real `train` + the pseudo-labelled real `tagged` pool (<paths.pseudo>/tagged), at most
-  `yolo.tagged_ratio` per real one: the control that tells synthetic data from more real data
+  `yolo.mix.tagged_ratio` per real one: the control that tells synthetic data from more real data
+- copypaste: real `train` + real litter pasted into real scenes (<paths.pseudo>/copypaste), as many
+  objects per class as `augmented` adds: the control a synthetic-data method has to beat
 
-All validate on real `val`. Writes <paths.yolo>/<variant>/ (best.pt, last.pt, results.csv,
-args.yaml, params.json, metrics.json) and <paths.reports>/yolo/<variant>/results.csv (DVC plot).
+Every variant trains once per seed in `yolo.seeds` on the same images (the added ones chosen with
+`yolo.mix.seed`) and validates on real `val`. Writes <paths.yolo>/<variant>/params.json and
+seed_<s>/ (best.pt, last.pt, results.csv, args.yaml, metrics.json), and
+<paths.reports>/yolo/<variant>/seed_<s>/results.csv (DVC plots).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import sys
 from core.io import atomic_dirs, scratch_dir, write_json
 from core.params import section
 from detection.prepared import class_names
-from detection.yolo import VARIANTS, YoloParams, train, variant_splits, write_dataset_view
+from detection.yolo import VARIANTS, YoloParams, seed_dir, train, variant_splits, write_dataset_view
 from pipelines.stage import run_stage, stage_args
 
 
@@ -30,10 +34,13 @@ def _main(argv: list[str] | None) -> None:
     with scratch_dir("yolo_data_") as view_dir, \
             atomic_dirs(paths.yolo / args.variant, paths.reports / "yolo" / args.variant) as (out_dir, report_dir):
         data_yaml = write_dataset_view(view_dir, splits, names)
-        metrics = train(settings.train, data_yaml, out_dir, report_dir)
+        for seed in settings.seeds:
+            seed_out, seed_report = seed_dir(out_dir, seed), seed_dir(report_dir, seed)
+            seed_out.mkdir()
+            seed_report.mkdir()
+            write_json(seed_out / "metrics.json", train(settings.train, seed, data_yaml, seed_out, seed_report))
         write_json(out_dir / "params.json", {"variant": args.variant, "yolo": settings, "classes": names,
                                              "n_images": {s: len(v) for s, v in splits.items()}})
-        write_json(out_dir / "metrics.json", metrics)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,13 +32,14 @@ TINY_NET = {"block_out_channels": [16, 32], "attention_resolutions": [8], "atten
 # Every stage runs for real on 16-px images with these, in about a minute on 2 CPU cores.
 TINY = {
     "demo": {"n_images": 48, "image_size": 32},
-    "dataset": {"image_size": 16},
+    "dataset": {"image_size": 32},
     "split": {"train": 0.4, "tagged": 0.2, "val": 0.2, "test": 0.2},
-    "unet": {"model": TINY_NET, "batch_size": 8, "max_steps": 4, "warmup_steps": 1, "checkpoint_every": 2,
+    "unet": {"image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4, "warmup_steps": 1, "checkpoint_every": 2,
              "log_every": 1, "n_samples": 4, "sample_steps": 4},
-    "classifier": {"model": TINY_NET, "batch_size": 8, "max_steps": 4},
-    "judge": {"model": TINY_NET, "batch_size": 8, "max_steps": 4},
-    "yolo": {"train": {"epochs": 1, "imgsz": 32, "batch": 8, "device": "cpu", "extra": {"mosaic": 0.0}}},
+    "classifier": {"image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4},
+    "judge": {"image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4},
+    "yolo": {"train": {"epochs": 1, "imgsz": 32, "batch": 8, "device": "cpu", "extra": {"mosaic": 0.0}},
+             "seeds": [0, 1]},
     "generate": {"steps": 4, "balance_factor": 0.0, "min_per_class": 2, "control_per_class": 1, "batch_size": 8},
     "sweep": {"scales": [0, 3], "per_class": 1, "steps": 4},
     "pseudo_label": {"predict": {"conf": 0.001, "device": "cpu", "batch": 8}},
@@ -140,22 +141,21 @@ def write_tiny_prepared(root: Path, seed: int = 0) -> Path:
                          "tags": ";".join(TINY_CLASSES[c] for c in sorted(set(classes))), "n_boxes": len(classes)})
     pd.DataFrame(rows).to_csv(prepared / "manifest.csv", index=False)
     data = {"path": ".", "train": "images/train", "val": "images/val", "test": "images/test",
-            "names": dict(enumerate(TINY_CLASSES))}
+            "names": dict(enumerate(TINY_CLASSES)), "image_size": TINY_SIZE}
     (prepared / "data.yaml").write_text(yaml.safe_dump(data))
     return prepared
 
 
-def make_synthetic(root: Path, n: int = 6, seed: int = 1) -> Path:
-    """`root/data/synthetic` as `generate` writes it: images/*.png + manifest.csv, targets cycling."""
+def make_synthetic(root: Path, n: int = 6, seed: int = 1, size: int = TINY_SIZE) -> Path:
+    """`root/data/synthetic` as `generate` writes it: size x size images/*.png + manifest.csv, targets cycling."""
     synthetic = root / "data" / "synthetic"
     (synthetic / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
         target = i % len(TINY_CLASSES)
-        image = np.full((TINY_SIZE, TINY_SIZE, 3), 100, np.uint8) + rng.integers(0, 12, (TINY_SIZE, TINY_SIZE, 3),
-                                                                                   dtype=np.uint8)
-        image[5:10, 5:10] = TINY_COLOURS[target]
+        image = np.full((size, size, 3), 100, np.uint8) + rng.integers(0, 12, (size, size, 3), dtype=np.uint8)
+        image[size * 5 // 16:size * 10 // 16, size * 5 // 16:size * 10 // 16] = TINY_COLOURS[target]
         Image.fromarray(image).save(synthetic / "images" / f"syn{i:03d}.png")
         rows.append({"image_id": f"syn{i:03d}", "path": f"images/syn{i:03d}.png", "target": TINY_CLASSES[target],
                      "guidance_scale": 1.0, "sampler": "ddim", "steps": 10, "seed": i,
@@ -259,3 +259,74 @@ def write_tiny_models(root: Path, judge_names=TINY_CLASSES) -> None:
     trained_scheduler().save_pretrained(unet_dir / "scheduler")
     tiny_noisy_classifier(TINY_CLASSES, TINY_SIZE, seed=1).save_pretrained(root / "models" / "classifier")
     tiny_noisy_classifier(judge_names, TINY_SIZE, seed=2).save_pretrained(root / "models" / "judge")
+
+
+# ---- a hand-built evaluation (no YOLO): every seed of a variant finds whole classes exactly
+
+HAND_NAMES = ["bottle", "can", "paper"]  # paper: no ground truth anywhere (NaN semantics)
+
+
+def hand_evaluation(found: dict[str, list[list[int]]], n_images: int = 3, n_resamples: int = 200):
+    """`detection.evaluate.Evaluation` of `n_images` 16-px images, each with one bottle and one can;
+    `found[variant][k]` lists the classes seed k of the variant detects, exactly (conf 0.9, 0.8).
+    The first variant is the reference."""
+    from detection.evaluate import Evaluation, TestImage
+    from detection.metrics import BootstrapSettings, bootstrap_deltas, match_image, summarize
+    from detection.yolo import Detections
+
+    rng = np.random.default_rng(0)
+    gt_xyxy, gt_cls = np.array([[2, 2, 8, 8], [9, 9, 14, 14]], np.float32), np.array([0, 1])
+    images = [TestImage(f"t{i}", rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), gt_xyxy, gt_cls)
+              for i in range(n_images)]
+    both = Detections(gt_xyxy, np.array([0.9, 0.8], np.float32), gt_cls)
+    seeds = tuple(range(len(next(iter(found.values())))))
+    detections = {v: [[both.select(np.isin(gt_cls, classes))] * n_images for classes in per_seed]
+                  for v, per_seed in found.items()}
+    matches = {v: [[match_image(d, im.gt_xyxy, im.gt_cls) for d, im in zip(seed, images)] for seed in per_seed]
+               for v, per_seed in detections.items()}
+    n = len(HAND_NAMES)
+    deltas = bootstrap_deltas(matches, n, BootstrapSettings(n_resamples, 0, 0.95))
+    return Evaluation(HAND_NAMES, seeds, images, {v: d[0] for v, d in detections.items()},
+                      {v: [summarize(m, n) for m in per_seed] for v, per_seed in matches.items()},
+                      {v: summarize([m for seed in per_seed for m in seed], n) for v, per_seed in matches.items()},
+                      deltas)
+
+
+# ---- copy-paste fixtures: instance maps on the tiny prepared data, a pseudo-labelled layout
+
+def write_tiny_masks(prepared: Path, every: int = 2) -> list[str]:
+    """Instance maps (`detection.prepared`) for every `every`-th `train` image of write_tiny_prepared:
+    each 5x5 blob without its four corners (value k for label line k). Returns the image ids given one."""
+    ids = []
+    for i, label in enumerate(sorted((prepared / "labels" / "train").glob("*.txt"))):
+        lines = np.loadtxt(label, ndmin=2) if label.read_text().strip() else np.zeros((0, 5))
+        if i % every or not len(lines):
+            continue
+        instances = np.zeros((TINY_SIZE, TINY_SIZE), np.uint8)
+        for k, (_, cx, cy, _, _) in enumerate(lines, start=1):
+            x0, y0 = round(cx * TINY_SIZE - 2.5), round(cy * TINY_SIZE - 2.5)
+            blob = np.ones((5, 5), bool)
+            blob[[0, 0, 4, 4], [0, 4, 0, 4]] = False
+            instances[y0:y0 + 5, x0:x0 + 5][blob] = k
+        (prepared / "masks" / "train").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(instances).save(prepared / "masks" / "train" / f"{label.stem}.png")
+        ids.append(label.stem)
+    return ids
+
+
+def write_pseudo_layout(root: Path, name: str, classes: list[list[int]], seed: int = 2) -> Path:
+    """`root/data/pseudo/<name>` as pseudo_label writes it: image i holds one 4x4 box per class in classes[i]."""
+    out = root / "data" / "pseudo" / name
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, image_classes in enumerate(classes):
+        image_id = f"p{i:03d}"
+        Image.fromarray(rng.integers(0, 255, (TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)).save(out / "images" / f"{image_id}.png")
+        lines = "".join(f"{c} {rng.uniform(0.2, 0.8):.4f} {rng.uniform(0.2, 0.8):.4f} 0.25 0.25\n" for c in image_classes)
+        (out / "labels" / f"{image_id}.txt").write_text(lines)
+        rows.append({"image_id": image_id, "path": f"images/{image_id}.png", "source_path": "x", "group": "g",
+                     "n_boxes": len(image_classes), "classes": ";".join(TINY_CLASSES[c] for c in sorted(set(image_classes)))})
+    pd.DataFrame(rows).to_csv(out / "manifest.csv", index=False)
+    return out

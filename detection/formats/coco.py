@@ -4,14 +4,19 @@ Annotation files: `path` itself if it is a .json; else every *.json in the folde
 its `annotations/` folder, or else in its `train|valid|val|test/` folders (Roboflow:
 `<split>/_annotations.coco.json`). Each file holds `images` (id, file_name, optional width and
 height -> `declared_size`), `annotations` (id, image_id, category_id, bbox [x, y, w, h] in
-pixels, optional segmentation polygons, iscrowd) and `categories` (id, name, optional
+pixels, optional segmentation -> `SourceBox.mask`, iscrowd) and `categories` (id, name, optional
 supercategory -> `SourceBox.supercategory`, e.g. TACO).
 
 - `file_name` is looked up relative to the json's folder, then relative to an `images/` folder
   beside the json; the first that exists wins.
 - Class names: each file's categories sorted by id, files in sorted order, each name once.
-- A missing or empty `bbox` is derived from the polygon(s) of `segmentation` (min / max of all
-  points); an RLE segmentation without bbox is a bad record. When both exist, `bbox` is used.
+- `segmentation`: polygons (a list of flat [x1, y1, x2, y2, ...] lists) or an uncompressed RLE
+  ({"counts": [ints], "size": [h, w]}) become the box's mask; absent or `[]` means no mask. A
+  compressed RLE (`counts` a string) is not decoded: the box is kept without a mask and reported
+  as fixed.
+- A missing or empty `bbox` is derived from the segmentation (the extent of the polygon points,
+  or of the decoded RLE's pixels); a compressed RLE without bbox is a bad record. When both
+  exist, `bbox` is used.
 - `iscrowd: 1` annotations are not object instances: left out, each reported as fixed
   ("iscrowd annotation ignored"); the image is kept.
 - Images with no annotations are kept as clean images (boxes = ()).
@@ -23,7 +28,9 @@ supercategory -> `SourceBox.supercategory`, e.g. TACO).
 - Bad records: an image entry without id or file_name, bad width/height, its file missing or
   outside the root, a duplicate image id (both images are dropped: their annotations cannot
   be told apart), an annotation with unknown image_id or category_id, a bbox that is not 4
-  finite numbers or has a negative width or height. Annotations of an image already reported
+  finite numbers or has a negative width or height, a malformed segmentation (a polygon under
+  3 points or with a non-number, RLE counts that are not non-negative integers summing to
+  h * w, any other shape). Annotations of an image already reported
   bad are dropped without a second report.
 """
 
@@ -34,9 +41,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from detection.formats import (SPLIT_DIR_NAMES, add_unique, dataset_root, read_annotation_text, resolve_under,
-                               split_name)
-from detection.records import BadRecord, Problems, SourceBox, SourceImage, fatal, image_key
+from detection.formats import SPLIT_DIR_NAMES, add_unique, dataset_root, read_annotation_text, resolve_under, split_name
+from detection.masks import rle_mask
+from detection.records import BadRecord, Problems, SourceBox, SourceImage, SourceMask, fatal, image_key
 
 Categories = dict[int, tuple[str, str | None]]  # category id -> (name, supercategory)
 
@@ -116,8 +123,10 @@ def read_images(root: Path, json_file: Path, data: dict[str, Any], categories: C
             continue
         if box is None:
             problems.fix(json_file, record, "iscrowd annotation ignored")
-        else:
-            boxes[image_id].append(box)
+            continue
+        if is_compressed_rle(ann.get("segmentation")):
+            problems.fix(json_file, record, "compressed RLE segmentation not decoded: the box is used without a mask")
+        boxes[image_id].append(box)
     return [SourceImage(key=image_key(root, file), path=file, annotation_file=json_file,
                         record=f"image id {image_id}", boxes=tuple(boxes[image_id]), split=split,
                         declared_size=size)
@@ -176,9 +185,10 @@ def annotation_box(ann: dict[str, Any], categories: Categories, record: str) -> 
     category_id = ann.get("category_id")
     if not isinstance(category_id, int) or isinstance(category_id, bool) or category_id not in categories:
         raise BadRecord(f"unknown category_id {category_id!r}")
+    mask = segmentation_mask(ann.get("segmentation"))
     bbox = ann.get("bbox")
     if bbox is None or (isinstance(bbox, list) and not bbox):
-        x, y, w, h = polygon_bbox(ann.get("segmentation"))
+        x, y, w, h = mask_bbox(ann.get("segmentation"), mask)
     else:
         if not isinstance(bbox, list) or len(bbox) != 4:
             raise BadRecord(f"bbox must be [x, y, w, h], got {bbox!r}")
@@ -186,24 +196,55 @@ def annotation_box(ann: dict[str, Any], categories: Categories, record: str) -> 
         if w < 0 or h < 0:
             raise BadRecord(f"bbox has a negative width or height: {bbox!r}")
     name, supercategory = categories[category_id]
-    return SourceBox(name, x, y, x + w, y + h, record, supercategory)
+    return SourceBox(name, x, y, x + w, y + h, record, supercategory, mask)
 
 
-def polygon_bbox(segmentation: Any) -> tuple[float, float, float, float]:
-    """[x, y, w, h] enclosing every polygon [x1, y1, x2, y2, ...] of a COCO segmentation."""
-    if isinstance(segmentation, dict):
-        raise BadRecord("no bbox, and the segmentation is RLE (only polygons give a bbox here)")
-    if not isinstance(segmentation, list) or not segmentation:
-        raise BadRecord("no bbox and no segmentation polygon")
-    xs: list[float] = []
-    ys: list[float] = []
-    for polygon in segmentation:
-        if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
-            raise BadRecord("segmentation polygon must be a list of at least 3 x, y points")
-        values = [_number(v, "segmentation") for v in polygon]
-        xs += values[0::2]
-        ys += values[1::2]
-    return min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)
+def is_compressed_rle(segmentation: Any) -> bool:
+    return isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str)
+
+
+def segmentation_mask(segmentation: Any) -> SourceMask | None:
+    """The mask of a COCO `segmentation` (polygons or uncompressed RLE); None when absent or compressed."""
+    if segmentation is None or segmentation == [] or is_compressed_rle(segmentation):
+        return None
+    if isinstance(segmentation, list):
+        polygons = []
+        for polygon in segmentation:
+            if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
+                raise BadRecord("segmentation polygon must be a list of at least 3 x, y points")
+            polygons.append(tuple(_number(v, "segmentation") for v in polygon))
+        return SourceMask(tuple(polygons), (), None)
+    if not isinstance(segmentation, dict):
+        raise BadRecord(f"segmentation must be a list of polygons or an RLE {{counts, size}}, got {segmentation!r:.60}")
+    counts, size = segmentation.get("counts"), segmentation.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_count(v) and v > 0 for v in size)):
+        raise BadRecord(f"segmentation RLE size must be [height, width], got {size!r:.60}")
+    if not (isinstance(counts, list) and all(_is_count(v) for v in counts)):
+        raise BadRecord("segmentation RLE counts must be a list of non-negative integers")
+    if sum(counts) != size[0] * size[1]:
+        raise BadRecord(f"segmentation RLE counts sum to {sum(counts)}, not {size[0]} x {size[1]} = "
+                        f"{size[0] * size[1]} pixels")
+    return SourceMask((), tuple(counts), (size[0], size[1]))
+
+
+def mask_bbox(segmentation: Any, mask: SourceMask | None) -> tuple[float, float, float, float]:
+    """[x, y, w, h] of a segmentation: the extent of its polygon points, or of its RLE pixels."""
+    if mask is None:
+        if is_compressed_rle(segmentation):
+            raise BadRecord("no bbox, and the segmentation is a compressed RLE (not decoded here)")
+        raise BadRecord("no bbox and no segmentation")
+    if mask.rle_size is None:
+        xs = [v for polygon in mask.polygons for v in polygon[0::2]]
+        ys = [v for polygon in mask.polygons for v in polygon[1::2]]
+        return min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)
+    rows, cols = rle_mask(mask.rle_counts, mask.rle_size).nonzero()
+    if not len(rows):
+        raise BadRecord("no bbox, and the segmentation RLE is empty")
+    return float(cols.min()), float(rows.min()), float(cols.max() + 1 - cols.min()), float(rows.max() + 1 - rows.min())
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _number(value: Any, what: str) -> float:

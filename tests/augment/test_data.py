@@ -21,7 +21,7 @@ from tests.support import TINY_CLASSES, TINY_SIZE, TINY_SPLITS
 
 
 def test_image_set_holds_the_splits_as_uint8_with_multi_hot_tags(tiny_prepared):
-    data = load_image_set(tiny_prepared, ("train", "tagged"))
+    data = load_image_set(tiny_prepared, ("train", "tagged"), TINY_SIZE)
     n = TINY_SPLITS["train"] + TINY_SPLITS["tagged"]
     assert data.images.shape == (n, 3, TINY_SIZE, TINY_SIZE) and data.images.dtype == torch.uint8
     assert data.class_names == tuple(TINY_CLASSES) and data.image_size == TINY_SIZE
@@ -37,13 +37,26 @@ def test_mixed_sizes_and_unknown_tags_are_one_line_errors(tiny_prepared):
     manifest = pd.read_csv(tiny_prepared / "manifest.csv", keep_default_na=False)
     Image.new("RGB", (8, 8)).save(tiny_prepared / manifest.loc[2, "path"])
     with pytest.raises(StageError, match=r"image train_002: size \(8, 8\) differs from \(16, 16\)"):
-        load_image_set(tiny_prepared, ("train",))
+        load_image_set(tiny_prepared, ("train",), TINY_SIZE)
     manifest.loc[9, "tags"] = "glass"
     manifest.to_csv(tiny_prepared / "manifest.csv", index=False)
     with pytest.raises(StageError, match=r"manifest.csv: tag\(s\) glass not in data.yaml names"):
-        load_image_set(tiny_prepared, ("tagged",))
+        load_image_set(tiny_prepared, ("tagged",), TINY_SIZE)
     with pytest.raises(StageError, match=r"no images in split\(s\) nothing"):
-        load_image_set(tiny_prepared, ("nothing",))
+        load_image_set(tiny_prepared, ("nothing",), TINY_SIZE)
+
+
+def test_the_generative_models_read_the_prepared_images_area_downsampled_to_their_size(tiny_prepared):
+    full = load_image_set(tiny_prepared, ("train",), TINY_SIZE)
+    half = load_image_set(tiny_prepared, ("train",), TINY_SIZE // 2)
+    assert half.images.shape == (len(full.images), 3, TINY_SIZE // 2, TINY_SIZE // 2) and half.image_size == 8
+    # a factor-2 box filter is the mean of each 2x2 block (PIL works in 8-bit fixed point: within 1 level)
+    blocks = full.images.double().reshape(-1, 3, 8, 2, 8, 2).mean(dim=(3, 5))
+    assert (half.images.double() - blocks).abs().max() <= 1.0
+    assert torch.equal(half.targets, full.targets)
+    with pytest.raises(StageError, match=rf"image_size {2 * TINY_SIZE} of a generative model exceeds the prepared "
+                                         rf"images' {TINY_SIZE} px"):
+        load_image_set(tiny_prepared, ("train",), 2 * TINY_SIZE)
 
 
 def test_model_range_maps_0_and_255_to_minus_1_and_1():

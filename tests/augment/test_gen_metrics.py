@@ -168,7 +168,7 @@ def test_stage_on_real_images_as_generated_gives_full_precision_and_per_class_fi
         assert metrics["extractor"] == "judge" and abs(hits - round(hits)) < 1e-3
 
     judge = stage.load_classifier("models/judge")
-    images = load_images([metrics_dir / "data/synthetic" / p for p in synthetic["path"]])
+    images = load_images([metrics_dir / "data/synthetic" / p for p in synthetic["path"]], judge.config.image_size)
     probs = judge_probs(judge, images, 8)
     target = torch.tensor([TINY_CLASSES.index(t) for t in synthetic["target"]])
     expected_hits = (probs[torch.arange(len(target)), target] >= 0.5).double().mean().item()

@@ -41,6 +41,8 @@ def test_writers_write_text_csv_and_json(tmp_path):
     assert (tmp_path / "b.csv").read_text() == "x\n1\n2\n"
     assert json.loads((tmp_path / "c.json").read_text()) == {"settings": {"folder": "data/x", "sizes": [1, 2]}}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.csv", "c.json"]
+    write_json(tmp_path / "d.json", {"a": [1, 2], "b": "x"}, indent=None)
+    assert (tmp_path / "d.json").read_text() == '{"a":[1,2],"b":"x"}\n'
 
 
 def test_atomic_dir_swaps_in_a_complete_folder_or_keeps_the_old_one(tmp_path):

@@ -1,47 +1,120 @@
-"""The evaluate stage end to end: identical variants give zero deltas; every output is written."""
+"""The evaluate stage: seed means and spreads, the compact DVC metric, every output written."""
 
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from detection.evaluate import evaluation_json, metrics_json, per_class_frame
 from pipelines import evaluate, train_yolo
-from tests.support import TINY_CLASSES, TINY_DETECTION, make_synthetic, write_params, write_tiny_prepared
+from tests.support import (
+    TINY_CLASSES,
+    TINY_DETECTION,
+    hand_evaluation,
+    make_synthetic,
+    write_params,
+    write_tiny_prepared,
+)
+
+PERFECT = 0.995  # COCO 101-point AP of a perfect detector
+
+
+def leaves(tree, prefix=""):
+    """`dvc metrics show` columns: nested keys joined with dots."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in leaves(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree}
+
+
+def test_metrics_json_is_compact_and_holds_seed_means_deltas_and_class_ap50():
+    # baseline finds bottles only (both seeds); `better` finds both classes with seed 0, bottles with seed 1
+    ev = hand_evaluation({"baseline": [[0], [0]], "better": [[0, 1], [0]]})
+    metrics = metrics_json(ev)
+    json.dumps(metrics, allow_nan=False)  # no NaN anywhere
+    columns = leaves(metrics)
+    assert all(v is None or type(v) in (int, float, bool) for v in columns.values())
+    assert set(metrics) == {"test_images", "seeds", "baseline", "better", "delta_better", "AP50"}
+    assert (metrics["test_images"], metrics["seeds"]) == (3, 2)
+    # mAP50 per seed: the mean over the classes with ground truth (bottle, can; paper has none)
+    assert metrics["baseline"]["mAP50_seed"] == {"0": PERFECT / 2, "1": PERFECT / 2}
+    assert metrics["better"]["mAP50_seed"] == {"0": PERFECT, "1": PERFECT / 2}
+    assert metrics["better"]["mAP50"] == pytest.approx(0.75 * PERFECT, abs=1e-4)
+    assert set(metrics["better"]) == {"precision", "recall", "mAP50", "mAP50-95", "mAP50_seed"}
+    # every image is the same, so only the seed draws move: better's seed mean is 0.995, 0.746 or 0.4975
+    delta = metrics["delta_better"]["mAP50"]
+    assert delta == {"delta": pytest.approx(0.25 * PERFECT, abs=1e-4), "ci_low": 0.0,
+                     "ci_high": pytest.approx(PERFECT / 2), "resolved": False}
+    assert set(metrics["delta_better"]) == {"mAP50", "mAP50-95"}
+    assert metrics["AP50"] == {"bottle": {"baseline": PERFECT, "better": PERFECT},
+                               "can": {"baseline": 0.0, "better": PERFECT / 2},
+                               "paper": {"baseline": None, "better": None}}
+    assert len(columns) == 2 + 2 * (4 + 2) + 2 * 4 + 3 * 2
+
+
+def test_evaluation_json_and_per_class_csv_hold_spreads_per_seed_values_and_intervals():
+    ev = hand_evaluation({"baseline": [[0], [0]], "better": [[0, 1], [0]]})
+    full = evaluation_json(ev)
+    json.dumps(full, allow_nan=False)
+    can = full["variants"]["better"]["per_class"]["can"]
+    assert can["n_targets"] == 3
+    assert can["mAP50"]["per_seed"] == {"0": PERFECT, "1": 0.0}
+    assert can["mAP50"]["mean"] == pytest.approx(PERFECT / 2)
+    assert can["mAP50"]["sd"] == pytest.approx(PERFECT / np.sqrt(2))  # sample sd of (0.995, 0)
+    assert (can["mAP50"]["min"], can["mAP50"]["max"]) == (0.0, PERFECT)
+    assert can["mAP50"]["delta"]["delta"] == pytest.approx(PERFECT / 2) and not can["mAP50"]["delta"]["resolved"]
+    assert full["variants"]["better"]["per_class"]["paper"]["mAP50"]["mean"] is None
+    assert "delta" not in full["variants"]["baseline"]["overall"]["mAP50"]  # the reference
+    frame = per_class_frame(ev)
+    assert len(frame) == 2 * 3
+    row = frame[(frame["variant"] == "better") & (frame["class"] == "can")].iloc[0]
+    assert row["mAP50_mean"] == pytest.approx(PERFECT / 2) and row["mAP50_sd"] == pytest.approx(PERFECT / np.sqrt(2))
+    assert row["delta_mAP50"] == pytest.approx(PERFECT / 2) and row["delta_mAP50_ci_low"] == 0.0
+    assert not row["delta_mAP50_resolved"]
 
 
 @pytest.mark.slow
 def test_evaluate_identical_variants_end_to_end(tmp_path, monkeypatch):
     write_tiny_prepared(tmp_path)
     make_synthetic(tmp_path)
-    write_params(tmp_path, **TINY_DETECTION)
+    write_params(tmp_path, yolo={"seeds": [0, 1]}, **TINY_DETECTION)
     monkeypatch.chdir(tmp_path)
     assert train_yolo.main(["--variant", "baseline"]) == 0
-    for variant in ("augmented", "selftrain"):  # the same weights: every delta must be exactly 0
+    for variant in ("augmented", "selftrain", "copypaste"):  # the same seeds' weights: every point delta is 0
         shutil.copytree(tmp_path / "models/yolo/baseline", tmp_path / f"models/yolo/{variant}")
     assert evaluate.main([]) == 0
     metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
-    assert metrics["test_images"] == 6
-    for key in ("precision", "recall", "mAP50", "mAP50-95"):
-        per_class = [m[key] for m in metrics["baseline"]["per_class"].values() if m[key] is not None]
-        assert metrics["baseline"][key] == pytest.approx(sum(per_class) / len(per_class))  # the mean over classes
-        assert metrics["delta_augmented"][key] == {"delta": 0.0, "ci_low": 0.0, "ci_high": 0.0}
-    assert set(metrics["baseline"]["per_class"]) == set(TINY_CLASSES)
+    assert metrics["test_images"] == 6 and metrics["seeds"] == 2
+    assert set(metrics["baseline"]["mAP50_seed"]) == {"0", "1"}
+    assert metrics["baseline"]["mAP50"] == pytest.approx(sum(metrics["baseline"]["mAP50_seed"].values()) / 2,
+                                                         abs=1e-4)
+    for variant in ("augmented", "selftrain", "copypaste"):
+        for m in ("mAP50", "mAP50-95"):
+            d = metrics[f"delta_{variant}"][m]
+            assert d["delta"] == 0.0 and d["ci_low"] <= 0 <= d["ci_high"] and d["resolved"] is False
+    assert set(metrics["AP50"]) == set(TINY_CLASSES)
+    full = json.loads((tmp_path / "reports/evaluation.json").read_text())
+    assert full["seeds"] == [0, 1] and full["settings"]["imgsz"] == 32
     per_class = pd.read_csv(tmp_path / "reports/per_class.csv")
-    assert len(per_class) == 3 * len(TINY_CLASSES)
-    assert (per_class.loc[per_class["variant"] == "selftrain", "delta_mAP50"] == 0).all()
+    assert len(per_class) == 4 * len(TINY_CLASSES)
+    assert (per_class.loc[per_class["variant"] == "selftrain", "delta_mAP50"].dropna() == 0).all()
     pr = pd.read_csv(tmp_path / "reports/pr/baseline/bottle.csv")
     assert list(pr.columns) == ["recall", "precision"] and len(pr) == 101
     report = (tmp_path / "reports/report.md").read_text()
     for figure in ("pr_curves.png", "delta_map50.png", "test_detections.png"):
         assert f"figures/{figure}" in report and (tmp_path / "reports/figures" / figure).stat().st_size > 0
-    assert "| baseline |" in report
+    assert "| baseline | 2 |" in report and "No delta is resolved" in report
 
 
-def test_evaluate_names_missing_variants(tmp_path, monkeypatch, capsys):
+def test_evaluate_names_every_missing_variant_and_seed(tmp_path, monkeypatch, capsys):
     write_tiny_prepared(tmp_path)
-    write_params(tmp_path, **TINY_DETECTION)
+    write_params(tmp_path, yolo={"seeds": [0, 1]}, **TINY_DETECTION)
+    (tmp_path / "models/yolo/augmented/seed_0").mkdir(parents=True)
+    (tmp_path / "models/yolo/augmented/seed_0/best.pt").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
     assert evaluate.main([]) == 2
-    assert "no best.pt for variant(s) baseline, augmented, selftrain" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "error: models/yolo: no <variant>/seed_<s>/best.pt for baseline (seed 0, 1); augmented (seed 1); "
+        "selftrain (seed 0, 1); copypaste (seed 0, 1); run train_yolo first\n")
     assert not (tmp_path / "reports/metrics.json").exists()

@@ -340,3 +340,51 @@ def test_detect_format_files_and_unknown(tmp_path):
         detect_format(tmp_path / "missing")
     with pytest.raises(StageError, match=r"unknown dataset format 'csv'"):
         read_dataset(tmp_path / "coco", "csv", Problems("fail", "fail"))
+
+
+# --- COCO segmentation -> masks ----------------------------------------------------------
+
+RLE = {"counts": [5, 3, 13, 3, 296], "size": [16, 20]}  # column-major: rows 5..7 of columns 0 and 1
+
+
+def test_coco_polygons_and_uncompressed_rle_become_masks(tmp_path):
+    data = coco_data()
+    data["annotations"][0]["segmentation"] = [[2, 3, 6, 3, 6, 8]]
+    data["annotations"][1]["segmentation"] = RLE
+    data["annotations"][1]["bbox"] = []  # derived from the RLE's pixels
+    images, _ = read_dataset(coco_dataset(tmp_path, data), "coco", Problems("fail", "fail"))
+    found = by_key(images)
+    mask = found["a"].boxes[0].mask
+    assert mask.polygons == ((2.0, 3.0, 6.0, 3.0, 6.0, 8.0),) and mask.rle_size is None
+    mask = found["b"].boxes[0].mask
+    assert mask.polygons == () and mask.rle_counts == (5, 3, 13, 3, 296) and mask.rle_size == (16, 20)
+    assert corners(found["b"]) == [("Drink can", 0, 5, 2, 8)]
+
+
+def test_coco_compressed_rle_keeps_the_box_without_a_mask_and_says_so(tmp_path):
+    data = coco_data()
+    data["annotations"][0]["segmentation"] = {"counts": "PPY1", "size": [16, 20]}
+    problems = Problems("fail", "fail")
+    images, _ = read_dataset(coco_dataset(tmp_path, data), "coco", problems)
+    assert corners(by_key(images)["a"]) == [("Clear plastic bottle", 2, 3, 6, 8)] and by_key(images)["a"].boxes[0].mask is None
+    assert {"file": str(tmp_path / "annotations.json"), "record": "annotation id 10",
+            "reason": "compressed RLE segmentation not decoded: the box is used without a mask"} in problems.fixed
+    data["annotations"][0]["bbox"] = []
+    fails_and_skips(coco_dataset(tmp_path, data), "coco", "annotations.json", "annotation id 10",
+                    "no bbox, and the segmentation is a compressed RLE (not decoded here)")
+
+
+@pytest.mark.parametrize("segmentation, reason", [
+    ([[1, 2, 3, 4]], "segmentation polygon must be a list of at least 3 x, y points"),
+    ([[1, 2, 3, 4, 5]], "segmentation polygon must be a list of at least 3 x, y points"),
+    ([[1, 2, 3, "x", 5, 6]], "segmentation values must be finite numbers, got 'x'"),
+    ("polygon", "segmentation must be a list of polygons or an RLE {counts, size}, got 'polygon'"),
+    ({"counts": [5, 3], "size": [16, 20]}, "segmentation RLE counts sum to 8, not 16 x 20 = 320 pixels"),
+    ({"counts": [5, -3, 318], "size": [16, 20]}, "segmentation RLE counts must be a list of non-negative integers"),
+    ({"counts": [320], "size": [16]}, "segmentation RLE size must be [height, width], got [16]"),
+])
+def test_coco_malformed_segmentation_is_a_bad_record(tmp_path, segmentation, reason):
+    data = coco_data()
+    data["annotations"][0]["segmentation"] = segmentation
+    images = fails_and_skips(coco_dataset(tmp_path, data), "coco", "annotations.json", "annotation id 10", reason)
+    assert "a" not in by_key(images) and "b" in by_key(images)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detection.prepared import class_names, load_manifest, read_yolo_labels
+from detection.prepared import class_names, load_manifest, mask_path, read_instance_masks, read_yolo_labels
 from pipelines import import_dataset
 from tests import support
 from tests.support import REPO, make_image, roboflow_yolo, voc_devkit
@@ -27,7 +27,8 @@ def write_params(tmp_path: Path, split_overrides=None, **dataset_overrides) -> N
 
 
 def make_coco(root: Path, images: list[dict], categories=None) -> Path:
-    """images: {file, size=(w, h), boxes=[(category_id, x, y, w, h)]}; writes PNGs + annotations.json."""
+    """images: {file, size=(w, h), boxes=[(category_id, x, y, w, h)], masks={box index: segmentation}};
+    writes PNGs + annotations.json."""
     root.mkdir(parents=True, exist_ok=True)
     categories = categories or [{"id": i + 1, "name": n, "supercategory": "litter"} for i, n in enumerate(CLASSES)]
     coco = {"images": [], "annotations": [], "categories": categories}
@@ -39,9 +40,10 @@ def make_coco(root: Path, images: list[dict], categories=None) -> Path:
             (root / spec["file"]).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels).save(root / spec["file"])
         coco["images"].append({"id": image_id, "file_name": spec["file"], "width": w, "height": h})
-        for cat, x, y, bw, bh in spec.get("boxes", []):
+        for k, (cat, x, y, bw, bh) in enumerate(spec.get("boxes", [])):
             coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id,
-                                        "category_id": cat, "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0})
+                                        "category_id": cat, "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0,
+                                        **({"segmentation": spec["masks"][k]} if k in spec.get("masks", {}) else {})})
     (root / "annotations.json").write_text(json.dumps(coco))
     return root
 
@@ -259,3 +261,75 @@ def test_a_dataset_without_a_single_box_is_refused(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert "none of the 3 images has a box of dataset.classes" in err and err.count("\n") == 1
     assert not (tmp_path / "data/prepared").exists()
+
+
+def column_major_rle(mask: np.ndarray) -> dict:
+    """Uncompressed COCO RLE of a bool [h, w] mask."""
+    flat = mask.T.ravel().astype(int)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
+    return {"counts": np.diff(np.concatenate([[0], edges])).tolist(), "size": list(mask.shape)}
+
+
+@pytest.mark.parametrize("resize", ["letterbox", "stretch"])
+def test_masks_follow_the_resize_into_an_instance_map(tmp_path, monkeypatch, resize):
+    # 64x32 image: box 1 the left half (a polygon), box 2 the bottom right quarter (an RLE), box 3 no mask
+    quarter = np.zeros((32, 64), bool)
+    quarter[16:, 48:] = True
+    spec = {"file": "wide.png", "size": (64, 32), "boxes": [(1, 0, 0, 32, 32), (2, 48, 16, 16, 16), (3, 34, 2, 8, 8)],
+            "masks": {0: [[0, 0, 32, 0, 32, 32, 0, 32]], 1: column_major_rle(quarter)}}
+    make_coco(tmp_path / "src", [spec, {"file": "plain.png", "boxes": [(1, 4, 4, 8, 8)]}])
+    write_params(tmp_path, {"train": 1.0, "tagged": 0.0, "val": 0.0, "test": 0.0}, resize=resize)
+    assert run_import(tmp_path, monkeypatch) == 0
+    image = tmp_path / "data/prepared/images/train/wide.png"
+    assert mask_path(image) == tmp_path / "data/prepared/masks/train/wide.png"
+    instances = read_instance_masks(image)
+    expected = np.zeros((32, 32), np.int64)
+    top, bottom = (8, 24) if resize == "letterbox" else (0, 32)  # letterbox: 32x16 at y offset 8
+    expected[top:bottom, :16] = 1
+    expected[(top + bottom) // 2:bottom, 24:] = 2
+    np.testing.assert_array_equal(instances, expected)
+    assert read_instance_masks(tmp_path / "data/prepared/images/train/plain.png") is None  # no mask: no map
+    masks = json.loads((tmp_path / "reports/import.json").read_text())["masks"]
+    assert (masks["boxes_with_source_mask"], masks["boxes_with_mask"], masks["lost_in_resize"]) == (2, 2, 0)
+
+
+def test_an_rle_of_another_size_than_its_image_is_a_bad_record(tmp_path, monkeypatch, capsys):
+    images = many_images(8)
+    images[1]["masks"] = {0: {"counts": [10, 6], "size": [4, 4]}}
+    make_coco(tmp_path / "src", images)
+    write_params(tmp_path)
+    assert run_import(tmp_path, monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "annotations.json: image id 2: annotation id 1: segmentation RLE size 4x4 differs from the 48x48 image" in err
+
+
+def test_yolo_and_voc_sources_have_no_masks(tmp_path, monkeypatch):
+    voc_devkit(tmp_path / "src")
+    write_params(tmp_path, format="auto", class_map={"can": "can", "bottle": "bottle"})
+    assert run_import(tmp_path, monkeypatch) == 0
+    assert not (tmp_path / "data/prepared/masks").exists()
+    assert json.loads((tmp_path / "reports/import.json").read_text())["masks"]["boxes_with_source_mask"] == 0
+
+
+def test_demo_outlines_import_as_instance_maps_inside_their_boxes(tmp_path, monkeypatch):
+    from detection.demo import DemoSettings, write_demo
+
+    write_demo(support.settings(DemoSettings, "demo", n_images=24, image_size=64), tmp_path / "src")
+    write_params(tmp_path, image_size=32)
+    assert run_import(tmp_path, monkeypatch) == 0
+    masks = json.loads((tmp_path / "reports/import.json").read_text())["masks"]
+    assert masks["boxes_with_mask"] > 0 and masks["boxes_with_source_mask"] >= masks["boxes_with_mask"]
+    for row in load_manifest(tmp_path / "data/prepared", ("train", "val", "test")).itertuples():
+        instances = read_instance_masks(row.abspath)
+        assert (instances is None) == (row.n_boxes == 0)
+        if instances is None:
+            continue
+        labels = read_yolo_labels(mask_path(row.abspath).parent.parent.parent / "labels" / row.split / f"{row.image_id}.txt")
+        assert instances.max() <= len(labels)
+        for k, (_, cx, cy, w, h) in enumerate(labels, start=1):
+            rows, cols = np.nonzero(instances == k)
+            if len(rows):  # the item's pixels at the prepared size lie in the pixels its box touches
+                x0, y0, x1, y1 = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]) * 32
+                assert cols.min() >= np.floor(x0 + 1e-3) and cols.max() + 1 <= np.ceil(x1 - 1e-3)
+                assert rows.min() >= np.floor(y0 + 1e-3) and rows.max() + 1 <= np.ceil(y1 - 1e-3)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from core.errors import StageError
-from detection.prepared import load_manifest, read_yolo_labels
+from detection.prepared import load_manifest, read_rgb, read_yolo_labels
 from detection.pseudo_label import PoolImage, cap_background, decide, predict_tta, synthetic_pool, tagged_pool
 from detection.yolo import Detections, PredictSettings
 from pipelines import pseudo_label, train_yolo
@@ -107,7 +107,7 @@ def trained(tmp_path_factory):
     """A directory with tiny prepared data + synthetic images and a one-epoch baseline."""
     root = tmp_path_factory.mktemp("pseudo")
     write_tiny_prepared(root)
-    make_synthetic(root, n=9)
+    make_synthetic(root, n=9, size=8)  # made at half the prepared size: pseudo_label brings them up to it
     write_params(root, **TINY_DETECTION)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
@@ -138,6 +138,8 @@ def test_pseudo_label_stages_end_to_end(trained, monkeypatch):
     assert set(report["per_group"]) == set(NAMES) and report["total"]["images"] == 9
     assert report["total"]["kept"] > 0  # conf 1e-4 with require_target off: the untrained net's boxes pass
     assert json.loads((root / "data/pseudo/synthetic/params.json").read_text())["imgsz"] == 32
+    kept = sorted((root / "data/pseudo/synthetic/images").glob("*.png"))
+    assert kept and all(read_rgb(p).shape == (16, 16, 3) for p in kept)  # the prepared size, from 8 px
     assert pseudo_label.main(["--pool", "tagged"]) == 0
     report, manifest = check_layout(root, "data/pseudo/tagged", "reports/pseudo_label_tagged.json")
     assert report["total"]["images"] == 8
@@ -151,5 +153,5 @@ def test_pseudo_label_needs_the_baseline(tmp_path, tiny_prepared, monkeypatch, c
     write_params(tmp_path, **TINY_DETECTION)
     monkeypatch.chdir(tmp_path)
     assert pseudo_label.main([]) == 2
-    assert capsys.readouterr().err == "error: models/yolo/baseline/best.pt: weights not found; run train_yolo first\n"
+    assert capsys.readouterr().err == "error: models/yolo/baseline/seed_0/best.pt: weights not found; run train_yolo first\n"
     assert not (tmp_path / "data" / "pseudo").exists() or not any((tmp_path / "data" / "pseudo").iterdir())

@@ -1,55 +1,53 @@
-"""detection.report: boxes drawn where they are, figures written, and a report.md that links them."""
+"""detection.report: figures written, and a report.md that links them and marks every delta resolved or
+unresolved."""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-
-from detection.evaluate import EvaluateSettings, Evaluation
-from detection.evaluate import TestImage as GroundTruth  # not a test class
-from detection.metrics import BootstrapSettings, bootstrap_delta, match_image, summarize
-from detection.report import PALETTE, draw_boxes, write_report
-from detection.yolo import Detections
-from tests.support import TINY_DETECTION, make_synthetic, settings
-
-NAMES = ["bottle", "can"]
+from detection.evaluate import EvaluateSettings
+from detection.report import write_report
+from tests.support import TINY_DETECTION, hand_evaluation, make_synthetic, settings
 
 
-def test_draw_boxes_upscales_and_outlines_each_box_in_its_class_colour():
-    rgb = np.zeros((8, 8, 3), np.uint8)
-    out = draw_boxes(rgb, np.array([[1, 1, 4, 4]], np.float32), np.array([1]), scale=3)
-    assert out.shape == (24, 24, 3)
-    assert tuple(out[3, 6]) == PALETTE[1] and tuple(out[6, 6]) == (0, 0, 0)  # on the outline / inside the box
-
-
-def tiny_evaluation() -> Evaluation:
-    """Three test images; `better` finds both objects, `baseline` only the first."""
-    rng = np.random.default_rng(0)
-    images = [GroundTruth(f"t{i}", rng.integers(0, 255, (16, 16, 3), dtype=np.uint8),
-                        np.array([[2, 2, 8, 8], [9, 9, 14, 14]], np.float32), np.array([0, 1])) for i in range(3)]
-    found = Detections(np.array([[2, 2, 8, 8], [9, 9, 14, 14]], np.float32), np.array([0.9, 0.8], np.float32),
-                       np.array([0, 1]))
-    detections = {"baseline": [found.select(np.array([True, False]))] * 3, "better": [found] * 3}
-    matches = {v: [match_image(d, im.gt_xyxy, im.gt_cls) for d, im in zip(dets, images)]
-               for v, dets in detections.items()}
-    summaries = {v: summarize(m, len(NAMES)) for v, m in matches.items()}
-    delta = bootstrap_delta(matches["baseline"], matches["better"], len(NAMES), BootstrapSettings(20, 0, 0.95))
-    return Evaluation(NAMES, images, detections, summaries, {"better": delta})
-
-
-def test_report_has_the_tables_the_figures_and_the_delta_of_each_variant(tmp_path):
-    ev = tiny_evaluation()
+def render(tmp_path, found, pseudo: bool = True) -> str:
     evaluate_settings = settings(EvaluateSettings, "evaluate", **TINY_DETECTION["evaluate"])
     figures = tmp_path / "figures"
     figures.mkdir()
-    pseudo = make_synthetic(tmp_path, n=2)
-    markdown = write_report(ev, evaluate_settings, pseudo, figures, link="figures")
-    for figure in ("pr_curves.png", "delta_map50.png", "test_detections.png"):
-        assert f"](figures/{figure})" in markdown and (figures / figure).read_bytes()[:4] == b"\x89PNG"
-    assert "pseudo_labels.png" in markdown  # make_synthetic wrote images
-    assert "3 held-out test images" in markdown and "Deltas are against `baseline`" in markdown
-    can_row = next(line for line in markdown.splitlines() if line.startswith("| can |"))
-    cells = [c.strip() for c in can_row.strip("|").split("|")]
-    assert cells[2] == "0.000" and cells[3] == "0.995"  # can AP50: missed by baseline, perfect for `better`
-    assert cells[4].startswith("0.995 [")
-    assert ev.summaries["better"].overall["mAP50"] == pytest.approx(0.995)
+    pseudo_dir = make_synthetic(tmp_path, n=2) if pseudo else tmp_path / "none"
+    return write_report(hand_evaluation(found), evaluate_settings, pseudo_dir, figures, link="figures")
+
+
+def cells(markdown: str, start: str) -> list[str]:
+    row = next(line for line in markdown.splitlines() if line.startswith(start))
+    return [c.strip() for c in row.strip("|").split("|")]
+
+
+def test_report_has_seed_spreads_marked_deltas_and_the_figures(tmp_path):
+    # `better` finds both classes with both seeds, `same` is the baseline: bottles only
+    markdown = render(tmp_path, {"baseline": [[0], [0]], "better": [[0, 1], [0, 1]], "same": [[0], [0]]})
+    for figure in ("pr_curves.png", "delta_map50.png", "test_detections.png", "pseudo_labels.png"):
+        assert f"](figures/{figure})" in markdown and (tmp_path / "figures" / figure).read_bytes()[:4] == b"\x89PNG"
+    assert "3 held-out test images" in markdown and "2 seed(s) (0, 1)" in markdown
+    assert "covers both which test images" in markdown and "95% percentile interval" in markdown
+    # overall: mean ± sample sd over the seeds, the seed count, each seed's mAP50
+    assert cells(markdown, "| better |")[:6] == ["better", "2", "1.000 ± 0.000", "1.000 ± 0.000", "0.995 ± 0.000",
+                                                 "0.995 ± 0.000"]
+    assert cells(markdown, "| baseline |")[-1] == "0.497 / 0.497"
+    # deltas: better's mAP50 is +0.4975 on every resample; same's is 0 on every resample
+    assert cells(markdown, "| better | mAP50 |") == ["better", "mAP50", "+0.497", "[+0.497, +0.497]", "resolved"]
+    assert cells(markdown, "| same | mAP50 |") == ["same", "mAP50", "+0.000", "[+0.000, +0.000]", "unresolved"]
+    resolved = next(line for line in markdown.splitlines() if line.startswith("**Resolved** (interval excludes 0): "))
+    assert "better mAP50 +0.497" in resolved and "better can AP50 +0.995" in resolved and "same" not in resolved
+    # per class AP50: can missed by the baseline, found by `better`; paper has no ground truth
+    assert cells(markdown, "| can |") == ["can", "3", "0.000 ± 0.000", "0.995 ± 0.000", "0.000 ± 0.000",
+                                          "+0.995 [+0.995, +0.995] resolved", "+0.000 [+0.000, +0.000] unresolved"]
+    assert cells(markdown, "| paper |")[2:] == ["n/a"] * 5
+    assert "PR curves (IoU 0.5, the detections of all 2 seeds pooled)" in markdown
+    assert "Test detections (seed 0," in markdown
+
+
+def test_report_says_plainly_when_no_delta_is_resolved(tmp_path):
+    markdown = render(tmp_path, {"baseline": [[0], [0, 1]], "unstable": [[0, 1], [0]]}, pseudo=False)
+    assert "**No delta is resolved**: every interval contains 0" in markdown
+    assert "Resolved" not in markdown and "pseudo_labels.png" not in markdown
+    assert cells(markdown, "| unstable | mAP50 |")[-1] == "unresolved"
+    assert cells(markdown, "| baseline |")[4] == "0.746 ± 0.352"  # mAP50 of (0.4975, 0.995): sample sd 0.352

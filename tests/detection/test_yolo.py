@@ -8,7 +8,7 @@ import yaml
 
 from core.errors import StageError
 from core.params import from_dict
-from detection.yolo import TrainSettings, YoloParams, pseudo_split, variant_splits, write_dataset_view
+from detection.yolo import TrainSettings, YoloParams, added_images, pseudo_split, variant_splits, write_dataset_view
 from pipelines import train_yolo
 from tests.support import TINY_DETECTION, repo_params, settings, write_params
 
@@ -41,7 +41,7 @@ def fake_pseudo(root, n):
 def test_variant_mix_caps_pseudo_images_by_ratio_and_seed(tmp_path, tiny_prepared):
     prepared = tiny_prepared  # 8 train, 6 val
     fake_pseudo(tmp_path / "pseudo" / "synthetic", 20)
-    params = settings(YoloParams, "yolo", synthetic_ratio=1.5)
+    params = settings(YoloParams, "yolo", mix={"synthetic_ratio": 1.5})
     splits = variant_splits("augmented", params, prepared, tmp_path / "pseudo")
     names = [item.name for item in splits["train"]]
     assert len(names) == 8 + 12 and sum(n.startswith("synthetic_") for n in names) == 12
@@ -51,6 +51,23 @@ def test_variant_mix_caps_pseudo_images_by_ratio_and_seed(tmp_path, tiny_prepare
     with pytest.raises(StageError, match="pseudo/tagged/manifest.csv: not found"):
         variant_splits("selftrain", params, prepared, tmp_path / "pseudo")
     assert pseudo_split(tmp_path / "pseudo" / "synthetic", 0.0, 8, 0) == []
+    fake_pseudo(tmp_path / "pseudo" / "copypaste", 20)  # copy-paste matches augmented's count itself: no cap
+    assert len(added_images("copypaste", params, tmp_path / "pseudo", 8)) == 20
+    assert added_images("baseline", params, tmp_path / "missing", 8) == []
+    with pytest.raises(StageError, match="variant 'mosaic': unknown; known: baseline, augmented, selftrain, copypaste"):
+        added_images("mosaic", params, tmp_path / "pseudo", 8)
+
+
+@pytest.mark.parametrize("seeds, message", [
+    ([], "yolo.seeds: expected a non-empty list of distinct seeds, got []"),
+    ([1, 1], "yolo.seeds: expected a non-empty list of distinct seeds, got [1, 1]"),
+    ([0, -1], "yolo.seeds: every seed must be an integer >= 0, got [0, -1]"),
+    (3, "yolo.seeds: expected a list"),
+])
+def test_seeds_are_a_list_of_distinct_non_negative_integers(seeds, message):
+    with pytest.raises(StageError) as err:
+        settings(YoloParams, "yolo", seeds=seeds)
+    assert str(err.value).startswith(f"params.yaml: {message}")
 
 
 def test_dataset_view_copies_images_and_labels_outside_the_prepared_dir(tmp_path, tiny_prepared):
@@ -82,10 +99,13 @@ def test_one_epoch_train_offline_writes_weights_and_curves(tmp_path, tiny_prepar
     monkeypatch.chdir(tmp_path)
     assert train_yolo.main(["--variant", "baseline"]) == 0
     out = tmp_path / "models" / "yolo" / "baseline"
-    for name in ("best.pt", "last.pt", "results.csv", "args.yaml", "params.json", "metrics.json"):
-        assert (out / name).is_file(), name
-    curves = pd.read_csv(tmp_path / "reports" / "yolo" / "baseline" / "results.csv")
-    assert list(curves["epoch"]) == [1] and "metrics/mAP50(B)" in curves.columns
+    assert sorted(p.name for p in out.iterdir()) == ["params.json", "seed_0", "seed_1"]  # TINY: yolo.seeds [0, 1]
+    for seed in (0, 1):
+        for name in ("best.pt", "last.pt", "results.csv", "args.yaml", "metrics.json"):
+            assert (out / f"seed_{seed}" / name).is_file(), name
+        assert yaml.safe_load((out / f"seed_{seed}" / "args.yaml").read_text())["seed"] == seed
+        curves = pd.read_csv(tmp_path / "reports" / "yolo" / "baseline" / f"seed_{seed}" / "results.csv")
+        assert list(curves["epoch"]) == [1] and "metrics/mAP50(B)" in curves.columns
     assert not list((tmp_path / "data" / "prepared").rglob("*.cache"))  # caches stay in the temp view
     assert refuse_network == []
 

@@ -11,20 +11,20 @@ from augment.train_classifier import ClassifierTrainConfig
 from augment.train_unet import UNetTrainConfig
 from core.errors import StageError
 from core.params import section
+from detection.copypaste import CopyPasteSettings
 from detection.demo import DemoSettings
 from detection.evaluate import EvaluateSettings
 from detection.prepare import DatasetParams
 from detection.pseudo_label import PseudoLabelSettings
 from detection.splits import SplitParams
 from detection.yolo import YoloParams
-from pipelines.stage import Paths
+from pipelines.stage import Launch, Paths
 from tests.support import repo_params
 
-SECTIONS = {"paths": Paths, "demo": DemoSettings, "dataset": DatasetParams, "split": SplitParams,
+SECTIONS = {"paths": Paths, "launch": Launch, "demo": DemoSettings, "dataset": DatasetParams, "split": SplitParams,
             "yolo": YoloParams, "generate": GenerateSettings, "gen_metrics": GenMetricsSettings,
             "sweep": SweepSettings, "pseudo_label": PseudoLabelSettings, "evaluate": EvaluateSettings,
-            "unet": UNetTrainConfig, "classifier": ClassifierTrainConfig, "judge": ClassifierTrainConfig}
-READ_BY_DVC_ONLY = {"launch"}  # interpolated into dvc.yaml commands
+            "copypaste": CopyPasteSettings, "unet": UNetTrainConfig, "classifier": ClassifierTrainConfig, "judge": ClassifierTrainConfig}
 
 
 def key_paths(values: dict, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -39,7 +39,7 @@ def key_paths(values: dict, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...
 
 def test_every_section_is_read_by_a_stage_and_loads():
     params = repo_params()
-    assert set(params) == set(SECTIONS) | READ_BY_DVC_ONLY
+    assert set(params) == set(SECTIONS)
     for name, cls in SECTIONS.items():
         assert isinstance(section(cls, name, params), cls)
 

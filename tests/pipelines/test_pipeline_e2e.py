@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
+from core.params import read_params, section
+from detection.yolo import YoloParams, added_images
 from tests.support import REPO, TINY, tiny_params
 
 COPIED = ("dvc.yaml", "params.yaml", "core", "augment", "detection", "pipelines")
@@ -60,8 +63,7 @@ def pipeline_copy(tmp_path_factory) -> Path:
 # Logs of how long things took and the UNet's resume state (it keeps the elapsed time): no stage
 # reads them, and they differ between any two runs.
 RUN_RECORDS = ("checkpoints/unet", "reports/unet/training.json", "reports/unet/loss.csv",
-               "reports/yolo/baseline/results.csv", "reports/yolo/augmented/results.csv",
-               "reports/yolo/selftrain/results.csv")
+               "reports/yolo/baseline", "reports/yolo/augmented", "reports/yolo/selftrain", "reports/yolo/copypaste")
 
 
 def out_hashes(workdir: Path) -> dict[str, str]:
@@ -74,7 +76,7 @@ def out_hashes(workdir: Path) -> dict[str, str]:
 def test_full_repro_runs_every_stage_and_writes_every_declared_output(pipeline_copy):
     listed = {line.split()[0] for line in dvc(pipeline_copy, "stage", "list").splitlines() if line.strip()}
     locked = yaml.safe_load((pipeline_copy / "dvc.lock").read_text())["stages"]
-    assert set(locked) == listed and len(listed) == 16  # 3 YOLO variants and 2 sweep scales expanded
+    assert set(locked) == listed and len(listed) == 18  # 4 YOLO variants and 2 sweep scales expanded
     outs = [out["path"] for stage in locked.values() for out in stage.get("outs", [])]
     missing = [path for path in outs if not (pipeline_copy / path).exists()]
     assert len(outs) >= 30 and not missing, f"declared but not written: {missing}"
@@ -84,6 +86,36 @@ def test_full_repro_runs_every_stage_and_writes_every_declared_output(pipeline_c
     demo_info = json.loads((pipeline_copy / "data/raw/demo/annotations.json").read_text())["info"]
     assert report["images"] == TINY["demo"]["n_images"]
     assert report["boxes_per_class"] == demo_info["object_counts"]
+
+
+@pytest.mark.slow
+def test_every_variant_trains_every_seed_at_the_detector_resolution_and_is_scored_per_seed(pipeline_copy):
+    seeds = TINY["yolo"]["seeds"]
+    variants = ("baseline", "augmented", "selftrain", "copypaste")
+    for variant in variants:
+        assert all((pipeline_copy / f"models/yolo/{variant}/seed_{s}/best.pt").is_file() for s in seeds), variant
+    # the generative models work at 16 px; what reaches the detector is at the prepared 32 px
+    assert Image.open(next((pipeline_copy / "data/synthetic/images").glob("*.png"))).size == (16, 16)
+    pseudo = list((pipeline_copy / "data/pseudo/synthetic/images").glob("*.png"))
+    assert all(Image.open(p).size == (32, 32) for p in pseudo)
+    metrics = json.loads((pipeline_copy / "reports/metrics.json").read_text())
+    assert metrics["seeds"] == len(seeds)
+    for variant in variants:
+        assert set(metrics[variant]["mAP50_seed"]) == {str(s) for s in seeds}
+        assert 0 <= metrics[variant]["mAP50"] <= 1
+    for variant in variants[1:]:
+        delta = metrics[f"delta_{variant}"]["mAP50"]
+        assert delta["ci_low"] <= delta["delta"] <= delta["ci_high"] or delta["delta"] is None
+        assert delta["resolved"] == (delta["ci_low"] > 0 or delta["ci_high"] < 0)
+    # copy-paste adds, per class, as many objects as the augmented variant's added images hold
+    copypaste = json.loads((pipeline_copy / "reports/copypaste.json").read_text())
+    yolo = section(YoloParams, "yolo", read_params(pipeline_copy / "params.yaml"))
+    n_real = len(list((pipeline_copy / "data/prepared/images/train").glob("*.png")))
+    added = [int(line.split()[0]) for item in added_images("augmented", yolo, pipeline_copy / "data/pseudo", n_real)
+             for line in item.label.read_text().splitlines()]
+    names = json.loads((pipeline_copy / "reports/import.json").read_text())["classes"]
+    assert {n: c["requested"] for n, c in copypaste["per_class"].items()} == {n: added.count(i) for i, n in enumerate(names)}
+    assert "resolved" in (pipeline_copy / "reports/report.md").read_text()
 
 
 @pytest.mark.slow
@@ -136,5 +168,6 @@ def test_changing_the_guidance_scale_reruns_only_generation_and_what_follows(pip
     params = yaml.safe_load((pipeline_copy / "params.yaml").read_text())
     set_param(pipeline_copy, "generate", "guidance_scale", params["generate"]["guidance_scale"] + 1.5)
     assert stages_run(dvc(pipeline_copy, "repro")) == {
-        "generate", "gen_metrics", "pseudo_label", "train_yolo@augmented", "evaluate"}
+        "generate", "gen_metrics", "pseudo_label", "train_yolo@augmented", "copypaste", "train_yolo@copypaste",
+        "evaluate"}
     assert stages_run(dvc(pipeline_copy, "repro")) == set()

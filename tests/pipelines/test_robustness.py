@@ -31,6 +31,10 @@ BAD_SETTINGS = [
      "params.yaml: yolo.train.epochs: must be >= 1, got 0"),
     ("train_yolo", ["--variant", "baseline"], {"yolo": {"train": {"batch": 0}}},
      "params.yaml: yolo.train.batch: must be >= 1, got 0"),
+    ("train_yolo", ["--variant", "baseline"], {"yolo": {"seeds": [0, 0]}},
+     "params.yaml: yolo.seeds: expected a non-empty list of distinct seeds, got [0, 0]"),
+    ("train_unet", [], {"launch": {"torch_threads": 0}}, "params.yaml: launch.torch_threads: must be >= 1, got 0"),
+    ("train_unet", [], {"unet": {"image_size": 0}}, "params.yaml: unet.image_size: must be >= 1, got 0"),
     ("evaluate", [], {"evaluate": {"bootstrap": {"ci": 1.5}}},
      "params.yaml: evaluate.bootstrap.ci: must be in (0, 1), got 1.5"),
     ("evaluate", [], {"evaluate": {"bootstrap": {"n_resamples": 0}}},
@@ -107,9 +111,9 @@ def test_a_broken_prepared_manifest_stops_train_yolo_with_one_line(tmp_path, mon
 def test_damaged_detector_weights_stop_pseudo_label_with_one_line(tmp_path, monkeypatch, capsys):
     write_tiny_prepared(tmp_path)
     make_synthetic(tmp_path)
-    (tmp_path / "models/yolo/baseline").mkdir(parents=True)
-    (tmp_path / "models/yolo/baseline/best.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    (tmp_path / "models/yolo/baseline/seed_0").mkdir(parents=True)
+    (tmp_path / "models/yolo/baseline/seed_0/best.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
     write_params(tmp_path, **TINY_DETECTION)
     monkeypatch.chdir(tmp_path)
-    assert run("pseudo_label", [], capsys).startswith("models/yolo/baseline/best.pt: unreadable YOLO weights (")
+    assert run("pseudo_label", [], capsys).startswith("models/yolo/baseline/seed_0/best.pt: unreadable YOLO weights (")
     assert not list((tmp_path / "data").glob("pseudo/**/*"))

@@ -20,9 +20,21 @@ def test_stage_args_read_the_params_file_and_its_paths(tmp_path):
 
 
 def test_a_params_file_without_paths_is_one_line(tmp_path):
-    (tmp_path / "params.yaml").write_text("unet: {}\n")
+    (tmp_path / "params.yaml").write_text("launch: {accelerate: python, torch_threads: 1}\nunet: {}\n")
     with pytest.raises(StageError, match="^params.yaml: section 'paths' is missing$"):
         stage_args("x", ["--params", str(tmp_path / "params.yaml")])
+
+
+def test_stage_args_fix_the_torch_thread_count(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        write_params(tmp_path, launch={"torch_threads": 1})
+        stage_args("x", ["--params", str(tmp_path / "params.yaml")])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_run_stage_turns_a_stage_error_into_one_line_and_exit_2(capsys):

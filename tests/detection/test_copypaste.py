@@ -82,7 +82,8 @@ def layout(tmp_path):
     prepared = write_tiny_prepared(tmp_path)
     masked = write_tiny_masks(prepared)
     write_pseudo_layout(tmp_path, "synthetic", AUGMENTED)
-    write_params(tmp_path, copypaste={"feather_px": 1.5, "grid_images": 4, "grid_scale": 2})
+    write_params(tmp_path, copypaste={"feather_px": 1.5, "grid_images": 4, "grid_scale": 2},
+                 yolo={"mix": {"synthetic_ratio": 1.0}})  # no cap: every added image is mirrored
     return tmp_path, prepared, masked
 
 

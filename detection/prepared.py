@@ -34,11 +34,16 @@ BOXED_SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ("image_id", "split", "path", "width", "height", "source", "tags", "n_boxes")
 
 
-def class_names(prepared: Path | str) -> list[str]:
+def read_data_yaml(prepared: Path | str) -> tuple[Path, dict]:
+    """(path, content) of the prepared data's data.yaml; missing is one StageError line."""
     data_yaml = Path(prepared) / "data.yaml"
     if not data_yaml.is_file():
         raise StageError(f"{data_yaml}: not found; run the import stage first")
-    names = yaml.safe_load(data_yaml.read_text())["names"]
+    return data_yaml, yaml.safe_load(data_yaml.read_text())
+
+
+def class_names(prepared: Path | str) -> list[str]:
+    names = read_data_yaml(prepared)[1]["names"]
     return [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
 
 
@@ -89,10 +94,8 @@ def resample_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
 
 def image_size(prepared: Path | str) -> int:
     """The side in px of every prepared image (data.yaml `image_size`), the detector's resolution."""
-    data_yaml = Path(prepared) / "data.yaml"
-    if not data_yaml.is_file():
-        raise StageError(f"{data_yaml}: not found; run the import stage first")
-    size = yaml.safe_load(data_yaml.read_text()).get("image_size")
+    data_yaml, data = read_data_yaml(prepared)
+    size = data.get("image_size")
     if not isinstance(size, int) or size < 1:
         raise StageError(f"{data_yaml}: image_size: expected a positive integer, got {size!r}; rerun the import stage")
     return size

@@ -8,7 +8,16 @@ import yaml
 
 from core.errors import StageError
 from core.params import from_dict
-from detection.yolo import TrainSettings, YoloParams, added_images, pseudo_split, variant_splits, write_dataset_view
+from detection.yolo import (
+    TrainSettings,
+    YoloParams,
+    added_images,
+    cpu_channels_last_trainer,
+    pseudo_split,
+    ultralytics_offline,
+    variant_splits,
+    write_dataset_view,
+)
 from pipelines import train_yolo
 from tests.support import TINY_DETECTION, repo_params, settings, write_params
 
@@ -86,11 +95,40 @@ def test_dataset_view_copies_images_and_labels_outside_the_prepared_dir(tmp_path
     ({"amp": True}, "yolo.train.amp: must be false or bf16, got True"),
     ({"epochs": 0}, "yolo.train.epochs: must be >= 1, got 0"),
     ({"epoch": 3}, "yolo.train: unknown key(s) epoch"),
+    ({"extra": {"channels_last": False}}, "yolo.train.extra: channels_last is a setting of its own"),
 ])
 def test_train_settings_reject_bad_values(values, message):
     with pytest.raises(StageError) as err:
         from_dict(TrainSettings, {**repo_params()["yolo"]["train"], **values}, where="params.yaml: yolo.train")
     assert str(err.value).startswith(f"params.yaml: {message}")
+
+
+def test_cpu_channels_last_trainer_trains_an_nhwc_model_with_its_own_parameters(tmp_path, tiny_prepared):
+    import torch
+
+    ultralytics_offline()
+    splits = variant_splits("baseline", settings(YoloParams, "yolo"), tiny_prepared, tmp_path)
+    data_yaml = write_dataset_view(tmp_path / "view", splits, ["a", "b", "c"])
+    trainer = cpu_channels_last_trainer()(overrides=dict(
+        model="yolov8n.yaml", data=str(data_yaml), epochs=1, imgsz=32, batch=4, device="cpu", workers=0,
+        plots=False, val=False, mosaic=0.0, project=str(tmp_path / "runs"), name="r", verbose=False))
+    seen = {}
+
+    def at_start(tr):
+        convs = [p for p in tr.model.parameters() if p.ndim == 4 and min(p.shape[2:]) > 1]
+        seen["nhwc"] = all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+        seen["nchw"] = any(p.is_contiguous() for p in convs)
+        optimized = {id(p) for g in tr.optimizer.param_groups for p in g["params"]}
+        seen["optimizer_has_model_params"] = optimized == {id(p) for p in tr.model.parameters()}
+        seen["first_conv"] = tr.model.model[0].conv.weight.detach().clone()
+
+    trainer.add_callback("on_train_start", at_start)
+    trainer.train()
+    assert seen["nhwc"] and not seen["nchw"] and seen["optimizer_has_model_params"]
+    saved = torch.load(tmp_path / "runs" / "r" / "weights" / "last.pt", weights_only=False)["model"]
+    weight = saved.model[0].conv.weight
+    assert weight.is_contiguous() and weight.shape == seen["first_conv"].shape  # saved NCHW
+    assert not torch.equal(trainer.model.model[0].conv.weight.detach(), seen["first_conv"])  # it trained
 
 
 @pytest.mark.slow

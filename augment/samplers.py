@@ -7,21 +7,34 @@ Paper symbol -> code:
                                  `variance_type="learned_range"`) puts the variance interpolation v
                                  in channels 3:6
     alpha_bar_t                  scheduler.alphas_cumprod[t]
-    x_0 (predicted)              pred_original_sample inside the scheduler's step (clipped when
-                                 the scheduler's `clip_sample` is on)
+    x_0 (predicted)              clipped to [-r, r] (r = clip_sample_range) when the trained
+                                 scheduler's `clip_sample` is on: inside DDPMScheduler.step
+                                 (ddpm), in `condition_score` (ddim, dpmsolver++)
     mu, Sigma_t                  mean and variance of p(x_{t-1} | x_t) (DDPMScheduler.step)
     s * grad log p(y | x_t, t)   g = cond_fn(x, t, y) (`augment.guidance`)
 
-Algorithm 1 (`ddpm`): x_{t-1} ~ N(mu + Sigma_t g, Sigma_t). `DDPMScheduler.step` returns
-mu + sqrt(Sigma_t) z, and z enters additively, so step(...) + Sigma_t g is exactly a draw from the
-shifted Gaussian with the same z. That is guided-diffusion's `condition_mean` (which also shifts
-the mean after x_0 is clipped), without re-deriving mu. Sigma_t is the variance the scheduler
-draws its noise with: fixed (beta-tilde or beta) or the model's learned one.
+Both algorithms are step for step those of openai/guided-diffusion as released
+(`gaussian_diffusion.py`), x_0 clipping included; tests/augment/test_guidance_parity.py checks one
+step and whole trajectories against formulas written from its `p_mean_variance`,
+`condition_mean`, `condition_score`, `p_sample` and `ddim_sample`.
 
-Algorithm 2 (`ddim`, `dpmsolver++`): eps_hat = eps - sqrt(1 - alpha_bar_t) g, then the
-scheduler's step on eps_hat (`DDIMScheduler` with eta, or
-`DPMSolverMultistepScheduler(algorithm_type="dpmsolver++")`), both built `from_config` of the
-trained DDPM scheduler.
+Algorithm 1 (`ddpm`, guided-diffusion's `p_sample` + `condition_mean`): x_{t-1} ~
+N(mu + Sigma_t g, Sigma_t), mu from the clipped x_0. `DDPMScheduler.step` clips x_0 and returns
+mu + sqrt(Sigma_t) z, and z enters additively, so step(...) + Sigma_t g is exactly a draw from the
+shifted Gaussian with the same z (the shift itself is not clipped). Sigma_t is the variance the
+scheduler draws its noise with (beta-tilde, beta or the model's learned one), except at the last
+step, where no noise is drawn and Sigma_0 only scales the shift: there guided-diffusion bounds a
+learned (and a fixed-large) variance below by the posterior variance of the step above,
+log(posterior_variance[1]), where diffusers uses 1e-20 (`ddpm_variance`).
+
+Algorithm 2 (`ddim`, `dpmsolver++`; guided-diffusion's `condition_score`): x_0 from the model's
+eps, clipped to the trained scheduler's `clip_sample_range` when `clip_sample` is on, eps
+re-derived from the clipped x_0, eps_hat = eps - sqrt(1 - alpha_bar_t) g, then the scheduler's
+step on eps_hat with no clipping of its own (`DDIMScheduler` with eta, or
+`DPMSolverMultistepScheduler(algorithm_type="dpmsolver++")`, both built `from_config` of the
+trained DDPM scheduler). So the guided x_0 may leave [-1, 1]: clipping it again would swallow the
+guidance wherever it pushes x_0 outside (and diffusers' DDIM would also keep the unclipped eps for
+the direction term).
 
 A v-prediction UNet (`unet.schedule.prediction_type: v_prediction`) is sampled through
 `EpsilonView`, which turns its v into eps = sqrt(alpha_bar_t) v + sqrt(1 - alpha_bar_t) x_t, so
@@ -54,7 +67,7 @@ CondFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 # Algorithm 1; `ddim` (with eta) and `dpmsolver++` (Lu et al. 2022, multistep, 2nd order) by Algorithm 2.
 SAMPLERS = {
     "ddpm": (DDPMScheduler, {}),
-    "ddim": (DDIMScheduler, {}),
+    "ddim": (DDIMScheduler, {"clip_sample": False}),  # x_0 is clipped before the guidance shift (condition_score)
     "dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
 }
 
@@ -77,8 +90,13 @@ def sample(name: str, unet: UNet2DModel, scheduler: DDPMScheduler, generator: Se
         if name == "ddpm":
             x = guided_ddpm_step(unet, scheduler, x, t, generator, cond_fn, target)
         else:
-            x = guided_eps_step(unet, scheduler, x, t, cond_fn, target, **ddim_kwargs)
+            x = guided_eps_step(unet, scheduler, x, t, cond_fn, target, clip=x0_clip(trained), **ddim_kwargs)
     return x
+
+
+def x0_clip(trained: DDPMScheduler) -> float | None:
+    """The range x_0 predictions are clipped to (the trained scheduler's `clip_sample_range`), or None."""
+    return float(trained.config.clip_sample_range) if trained.config.clip_sample else None
 
 
 class EpsilonView(nn.Module):
@@ -119,24 +137,49 @@ def guided_ddpm_step(unet: UNet2DModel, scheduler: DDPMScheduler, x: torch.Tenso
 
 @torch.no_grad()
 def guided_eps_step(unet: UNet2DModel, scheduler: SchedulerMixin, x: torch.Tensor, t: torch.Tensor,
-                    cond_fn: CondFn | None, target: torch.Tensor | None, **step_kwargs) -> torch.Tensor:
-    """One step of Algorithm 2: eps_hat = eps - sqrt(1 - alpha_bar_t) g, then scheduler.step(eps_hat)."""
-    eps = unet_output(unet, x, t)[:, :3]
-    if cond_fn is not None:
-        sigma_t = (1 - scheduler.alphas_cumprod[t]).sqrt().to(x.device)
-        eps = eps - sigma_t * cond_fn(x, batch_timesteps(t, x), target)
+                    cond_fn: CondFn | None, target: torch.Tensor | None, *, clip: float | None = None,
+                    **step_kwargs) -> torch.Tensor:
+    """One step of Algorithm 2: eps_hat = `condition_score(...)`, then scheduler.step(eps_hat).
+    `clip`: the x_0 range (`x0_clip`); the scheduler must not clip again."""
+    if clip is not None and isinstance(scheduler, DDIMScheduler) and scheduler.config.clip_sample:
+        raise ValueError("guided_eps_step: with clip, build the scheduler with clip_sample=False (SAMPLERS)")
+    eps = condition_score(scheduler, unet_output(unet, x, t)[:, :3], x, t, cond_fn, target, clip)
     if "generator" in step_kwargs:
         step_kwargs["generator"] = list(step_kwargs["generator"])
     return scheduler.step(eps, t, x, **step_kwargs).prev_sample
 
 
+def condition_score(scheduler: SchedulerMixin, eps: torch.Tensor, x: torch.Tensor, t: torch.Tensor,
+                    cond_fn: CondFn | None, target: torch.Tensor | None, clip: float | None) -> torch.Tensor:
+    """guided-diffusion's `p_mean_variance` + `condition_score`, on eps: x_0 = (x - sqrt(1 - abar) eps)
+    / sqrt(abar) clipped to [-clip, clip], eps re-derived from it (only where the clip changed x_0, so
+    that elsewhere eps stays bit-identical), then eps - sqrt(1 - abar) g."""
+    alpha_bar = scheduler.alphas_cumprod[t].to(x.device)
+    sigma = (1 - alpha_bar).sqrt()
+    if clip is not None:
+        x0 = (x - sigma * eps) / alpha_bar.sqrt()
+        clipped = x0.clamp(-clip, clip)
+        eps = torch.where(clipped == x0, eps, (x - alpha_bar.sqrt() * clipped) / sigma)
+    if cond_fn is not None:
+        eps = eps - sigma * cond_fn(x, batch_timesteps(t, x), target)
+    return eps
+
+
 def ddpm_variance(scheduler: DDPMScheduler, t: torch.Tensor, model_output: torch.Tensor) -> torch.Tensor:
-    """Sigma_t, the variance DDPMScheduler.step draws x_{t-1} with (scalar, or [B, 3, H, W] if learned).
+    """Sigma_t, the variance DDPMScheduler.step draws x_{t-1} with (scalar, or [B, 3, H, W] if learned),
+    with guided-diffusion's bound at the last step (`last_step_log_floor`).
 
     The scheduler's `_get_variance` returns a variance, a std or a log-variance depending on
     `variance_type` (mirroring how its `step` uses it); this turns each into the variance.
     """
     kind = scheduler.config.variance_type
+    floor = last_step_log_floor(scheduler, t) if kind in ("fixed_large", "learned_range") else None
+    if floor is not None:
+        log_beta = (1 - scheduler.alphas_cumprod[t]).log()  # alpha_bar_prev = 1 at the last step
+        if kind == "fixed_large":
+            return floor.exp()
+        frac = (model_output[:, 3:] + 1) / 2
+        return (frac * log_beta + (1 - frac) * floor).exp()
     predicted = model_output[:, 3:] if kind in LEARNED_VARIANCE else None
     value = scheduler._get_variance(t, predicted_variance=predicted)
     if kind == "fixed_small_log":
@@ -144,6 +187,20 @@ def ddpm_variance(scheduler: DDPMScheduler, t: torch.Tensor, model_output: torch
     if kind in ("fixed_large_log", "learned_range"):
         return value.exp()
     return value  # fixed_small, fixed_large (variances) and learned (the model's variance)
+
+
+def last_step_log_floor(scheduler: DDPMScheduler, t: torch.Tensor) -> torch.Tensor | None:
+    """At the last step of the chain, guided-diffusion's lower log-variance bound for a learned
+    (and its fixed-large) variance: log(posterior_variance[1]), the posterior variance of the step
+    above it in the (respaced) chain. None at every other step, or when there is no step above."""
+    if scheduler.previous_timestep(t) >= 0:
+        return None
+    index = int((scheduler.timesteps == t).nonzero()[0, 0])
+    if index == 0:
+        return None
+    above = scheduler.timesteps[index - 1]
+    abar, abar_above = scheduler.alphas_cumprod[t], scheduler.alphas_cumprod[above]
+    return ((1 - abar) / (1 - abar_above) * (1 - abar_above / abar)).log()
 
 
 def fresh_scheduler(cls: type[SchedulerMixin], trained: DDPMScheduler, steps: int, **overrides) -> SchedulerMixin:

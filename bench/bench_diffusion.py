@@ -21,11 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffusers import DDIMScheduler  # noqa: E402
-
 from augment.classifier import NoisyLitterClassifier  # noqa: E402
 from augment.guidance import classifier_guidance  # noqa: E402
-from augment.samplers import SAMPLERS, fresh_scheduler, guided_eps_step, sample, unet_output  # noqa: E402
+from augment.samplers import SAMPLERS, fresh_scheduler, guided_eps_step, sample, unet_output, x0_clip  # noqa: E402
 from augment.train_classifier import ClassifierTrainConfig  # noqa: E402
 from augment.train_unet import UNetTrainConfig, noised_batch  # noqa: E402
 from augment.unet import build_scheduler, build_unet, diffusion_loss  # noqa: E402
@@ -98,7 +96,8 @@ def bench_sampling(unet, scheduler, classifier, device, batch: int, steps: int, 
 
 def bench_guided_step(unet, scheduler, classifier, device, batch: int, repeats: int) -> dict[str, float]:
     """Seconds of one guided DDIM step vs its parts: UNet forward, classifier forward + backward."""
-    ddim = fresh_scheduler(DDIMScheduler, scheduler, 10)
+    ddim_class, ddim_settings = SAMPLERS["ddim"]
+    ddim, clip = fresh_scheduler(ddim_class, scheduler, 10, **ddim_settings), x0_clip(scheduler)
     t = ddim.timesteps[5]
     x = torch.randn(batch, 3, unet.config.sample_size, unet.config.sample_size, device=device)
     target = torch.arange(batch, device=device) % len(classifier.class_names)
@@ -107,8 +106,8 @@ def bench_guided_step(unet, scheduler, classifier, device, batch: int, repeats: 
     with torch.no_grad():
         unet_s = timed(lambda: unet_output(unet, x, t), device, repeats)
     grad_s = timed(lambda: cond_fn(x, t_batch, target), device, repeats)
-    guided_s = timed(lambda: guided_eps_step(unet, ddim, x, t, cond_fn, target), device, repeats)
-    plain_s = timed(lambda: guided_eps_step(unet, ddim, x, t, None, target), device, repeats)
+    guided_s = timed(lambda: guided_eps_step(unet, ddim, x, t, cond_fn, target, clip=clip), device, repeats)
+    plain_s = timed(lambda: guided_eps_step(unet, ddim, x, t, None, target, clip=clip), device, repeats)
     return {"unet_forward": unet_s, "classifier_fwd_bwd": grad_s, "guided_step": guided_s, "unguided_step": plain_s}
 
 

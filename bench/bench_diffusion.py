@@ -2,8 +2,9 @@
 
     python bench/bench_diffusion.py [--quick] [--params params.yaml] [--device auto|cpu|cuda] [--threads N]
 
-Models are freshly initialised at the demo size from params.yaml (`unet`, `classifier`,
-`dataset.image_size`, `dataset.classes`, `generate.steps`); speed does not depend on the weights.
+Models are freshly initialised at the demo size from params.yaml (`unet`, `classifier`, the
+generative resolution `unet.image_size`, `dataset.classes`, `generate.steps`); speed does not
+depend on the weights.
 Prints one table; record it in bench/RESULTS.md with the machine line.
 """
 
@@ -51,7 +52,7 @@ def build_models(params: dict, device: torch.device):
     unet_cfg = section(UNetTrainConfig, "unet", params)
     clf_cfg = section(ClassifierTrainConfig, "classifier", params)
     dataset = section(DatasetParams, "dataset", params)
-    size, names = dataset.image_size, dataset.classes
+    size, names = unet_cfg.image_size, dataset.classes
     torch.manual_seed(0)
     unet = build_unet(unet_cfg.model, unet_cfg.schedule, size).to(device)
     classifier = NoisyLitterClassifier.from_arch(names, size, unet_cfg.schedule.num_train_timesteps, clf_cfg.model,

@@ -85,12 +85,13 @@ def sample(name: str, unet: UNet2DModel, scheduler: DDPMScheduler, generator: Se
     scheduler_class, overrides = SAMPLERS[name]
     scheduler = fresh_scheduler(scheduler_class, trained, steps, **overrides)
     ddim_kwargs = {"eta": eta, "generator": generator} if name == "ddim" else {}
+    clip = x0_clip(trained)
     x = initial_noise(unet, scheduler, generator)
     for t in scheduler.timesteps:
         if name == "ddpm":
             x = guided_ddpm_step(unet, scheduler, x, t, generator, cond_fn, target)
         else:
-            x = guided_eps_step(unet, scheduler, x, t, cond_fn, target, clip=x0_clip(trained), **ddim_kwargs)
+            x = guided_eps_step(unet, scheduler, x, t, cond_fn, target, clip=clip, **ddim_kwargs)
     return x
 
 

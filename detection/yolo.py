@@ -14,6 +14,7 @@ dir and never inside a DVC output such as `data/prepared/`.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -221,6 +222,7 @@ def variant_splits(variant: str, params: YoloParams, prepared: Path | str,
 
 # --------------------------------------------------------------------------- train / predict
 
+@functools.cache
 def cpu_channels_last_trainer() -> type:
     """Ultralytics' detection trainer with the model in channels-last (NHWC) memory format on CPU.
 
@@ -249,18 +251,16 @@ def train(settings: TrainSettings, seed: int, data_yaml: Path, out_dir: Path, lo
     """
     YOLO = ultralytics_offline().YOLO
     device = resolve_device(settings.device)
+    nhwc_on_cpu = settings.channels_last and device == "cpu"  # our trainer's job: ultralytics would warn and ignore
     with scratch_dir("yolo_run_") as run_root:
         model = YOLO(settings.model)
         args = dict(data=str(data_yaml), epochs=settings.epochs, imgsz=settings.imgsz, batch=settings.batch,
                     seed=seed, deterministic=True, device=device, patience=settings.patience,
                     workers=settings.workers, amp=False if device == "cpu" else settings.amp,
-                    channels_last=settings.channels_last, plots=settings.plots,
+                    channels_last=settings.channels_last and not nhwc_on_cpu, plots=settings.plots,
                     pretrained=settings.model.endswith(".pt"),
                     project=str(run_root), name="run", exist_ok=True, verbose=False)
-        on_cpu_nhwc = settings.channels_last and device == "cpu"
-        if on_cpu_nhwc:
-            args["channels_last"] = False  # done by the trainer; ultralytics would warn it ignores it
-        model.train(trainer=cpu_channels_last_trainer() if on_cpu_nhwc else None, **{**args, **settings.extra})
+        model.train(trainer=cpu_channels_last_trainer() if nhwc_on_cpu else None, **{**args, **settings.extra})
         run = run_root / "run"
         for name in ("weights/best.pt", "weights/last.pt", "results.csv", "args.yaml"):
             if not (run / name).is_file():

@@ -9,7 +9,7 @@ project's samplers use, in the same order, so whole trajectories can be compared
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from augment.guidance import classifier_guidance
 from augment.samplers import as_epsilon_model, fresh_scheduler, guided_ddpm_step, guided_eps_step, sample, x0_clip
@@ -191,13 +191,12 @@ def test_last_ddpm_step_shift_uses_guided_diffusions_variance_bound(variance_typ
     abar, abar_above = scheduler.alphas_cumprod.double()[t], scheduler.alphas_cumprod.double()[above]
     floor = (1 - abar) / (1 - abar_above) * (1 - abar_above / abar)  # posterior_variance[1]
     if variance_type == "learned_range":
+        assert floor > 1e-6  # diffusers' own lower bound there is 1e-20
         frac = (unet(x, t).sample[:, 3:].double() + 1) / 2
         variance = torch.exp(frac * torch.log(1 - abar) + (1 - frac) * torch.log(floor))
     else:
         variance = floor
     grad = cond_fn(x, torch.full((2,), int(t)), target).double()
-    if variance_type == "learned_range":
-        assert floor > 1e-6  # diffusers' own lower bound there is 1e-20
     torch.testing.assert_close(shift, variance * grad, rtol=1e-4, atol=1e-7)
 
 
@@ -205,8 +204,6 @@ def test_last_ddpm_step_shift_uses_guided_diffusions_variance_bound(variance_typ
 def test_dpm_solver_pp_first_step_is_the_clipped_guided_ddim_step(prediction):
     """DPM-Solver++ is not in guided-diffusion; its first (first-order) step is DDIM with eta 0
     between its first two timesteps, and it gets the same condition_score, clip included."""
-    from diffusers import DPMSolverMultistepScheduler
-
     unet, scheduler, cond_fn, target = setup("cosine", prediction, clip=True, scale=200.0)
     eps_model, eps_scheduler = as_epsilon_model(unet, scheduler)
     # "leading" spacing starts at t = 900: at DPM-Solver's own t = 999, alpha_t ~ 1e-4 magnifies float32 rounding

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from core.errors import StageError
 from pipelines.stage import Paths, run_stage, stage_args
-from tests.support import write_params
+from tests.support import REPO, write_params
 
 
 def test_stage_args_read_the_params_file_and_its_paths(tmp_path):
@@ -44,3 +48,22 @@ def test_run_stage_turns_a_stage_error_into_one_line_and_exit_2(capsys):
     assert run_stage(body, []) == 2
     assert capsys.readouterr().err == "error: data/x.csv: row 3: bad\n"
     assert run_stage(lambda argv: None, []) == 0
+
+
+def omp_spin_count(env_overrides: dict[str, str], imports: str) -> str:
+    """libgomp's spin count in a fresh process that runs `import <imports>`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
+    env.update(env_overrides, OMP_DISPLAY_ENV="VERBOSE")
+    done = subprocess.run([sys.executable, "-c", f"import {imports}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, check=True)
+    return re.search(r"GOMP_SPINCOUNT = '(\d+)'", done.stderr).group(1)
+
+
+@pytest.mark.parametrize("env, imports, spin_count", [
+    ({}, "torch", "300000"),                                        # libgomp's default: idle threads spin
+    ({}, "pipelines.train_unet", "0"),                              # a stage imports torch with them asleep
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, "pipelines, torch", "30000000000"),  # the user's own policy is kept
+    ({"GOMP_SPINCOUNT": "300000"}, "pipelines, torch", "300000"),   # as is a spin count (the default back)
+])
+def test_stages_let_idle_openmp_threads_sleep_unless_the_environment_says_otherwise(env, imports, spin_count):
+    assert omp_spin_count(env, imports) == spin_count

@@ -42,7 +42,7 @@ class Paths:
 class Launch:
     """params.yaml `launch`: how the stages start and how many CPU threads torch uses."""
 
-    accelerate: str          # the command dvc.yaml starts the accelerate stages with (read by DVC only)
+    accelerate: str          # the command the accelerate stages start under (pipelines.launch, at run time)
     torch_threads: int       # intra-op threads of every stage (torch.set_num_threads)
 
     def __post_init__(self) -> None:

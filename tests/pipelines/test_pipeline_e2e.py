@@ -124,6 +124,15 @@ def test_second_repro_reruns_nothing(pipeline_copy):
     assert stages_run(dvc(pipeline_copy, "repro")) == set()
 
 
+@pytest.mark.slow
+def test_changing_only_the_launcher_retrains_nothing(pipeline_copy):
+    set_param(pipeline_copy, "launch", "accelerate", "accelerate launch --multi_gpu --num_processes 4")
+    try:
+        assert "Data and pipelines are up to date" in dvc(pipeline_copy, "status")
+    finally:
+        set_param(pipeline_copy, "launch", "accelerate", "python")
+
+
 def stages_run(repro_output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", repro_output))
 

@@ -19,6 +19,9 @@ import yaml
 from core.errors import StageError
 
 PARAMS_FILE = Path("params.yaml")
+# Mappings whose keys are the user's (classes, ultralytics arguments), not settings: an override
+# (a profile, a test's tiny params) replaces them whole instead of key by key.
+FREE_FORM_KEYS = ("quota", "class_map", "class_frequency", "extra")
 T = TypeVar("T")
 
 

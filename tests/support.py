@@ -19,13 +19,31 @@ from PIL import Image
 from torch import nn
 
 from augment.classifier import NoisyLitterClassifier
+from augment.settings import GenerateSettings, GenMetricsSettings, SweepSettings
+from augment.train_classifier import ClassifierTrainConfig
+from augment.train_unet import UNetTrainConfig
 from augment.unet import ArchConfig, ScheduleConfig
-from core.params import from_dict
+from core.params import FREE_FORM_KEYS, from_dict
+from detection.copypaste import CopyPasteSettings
+from detection.demo import DemoSettings
+from detection.evaluate import EvaluateSettings
+from detection.prepare import DatasetParams
+from detection.pseudo_label import PseudoLabelSettings
+from detection.splits import SplitParams
+from detection.yolo import YoloParams
+from pipelines.stage import Launch, Paths
 
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 # ---- settings
+
+# Every params.yaml section and the dataclass its stage reads it into.
+SECTIONS = {"paths": Paths, "launch": Launch, "demo": DemoSettings, "dataset": DatasetParams, "split": SplitParams,
+            "yolo": YoloParams, "generate": GenerateSettings, "gen_metrics": GenMetricsSettings,
+            "sweep": SweepSettings, "pseudo_label": PseudoLabelSettings, "evaluate": EvaluateSettings,
+            "copypaste": CopyPasteSettings, "unet": UNetTrainConfig, "classifier": ClassifierTrainConfig,
+            "judge": ClassifierTrainConfig}
 
 TINY_NET = {"block_out_channels": [16, 32], "attention_resolutions": [8], "attention_head_dim": 16,
             "norm_num_groups": 8}
@@ -57,13 +75,10 @@ TINY_DETECTION = {
 }
 
 
-FREE_FORM = ("quota", "class_map", "class_frequency", "extra")  # mappings an override replaces whole
-
-
 def deep_merge(base: dict, overrides: dict) -> dict:
     merged = copy.deepcopy(base)
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in FREE_FORM:
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in FREE_FORM_KEYS:
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)

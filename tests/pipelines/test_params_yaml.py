@@ -6,25 +6,9 @@ import copy
 
 import pytest
 
-from augment.settings import GenerateSettings, GenMetricsSettings, SweepSettings
-from augment.train_classifier import ClassifierTrainConfig
-from augment.train_unet import UNetTrainConfig
 from core.errors import StageError
-from core.params import section
-from detection.copypaste import CopyPasteSettings
-from detection.demo import DemoSettings
-from detection.evaluate import EvaluateSettings
-from detection.prepare import DatasetParams
-from detection.pseudo_label import PseudoLabelSettings
-from detection.splits import SplitParams
-from detection.yolo import YoloParams
-from pipelines.stage import Launch, Paths
-from tests.support import repo_params
-
-SECTIONS = {"paths": Paths, "launch": Launch, "demo": DemoSettings, "dataset": DatasetParams, "split": SplitParams,
-            "yolo": YoloParams, "generate": GenerateSettings, "gen_metrics": GenMetricsSettings,
-            "sweep": SweepSettings, "pseudo_label": PseudoLabelSettings, "evaluate": EvaluateSettings,
-            "copypaste": CopyPasteSettings, "unet": UNetTrainConfig, "classifier": ClassifierTrainConfig, "judge": ClassifierTrainConfig}
+from core.params import FREE_FORM_KEYS, section
+from tests.support import SECTIONS, repo_params
 
 
 def key_paths(values: dict, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -32,7 +16,7 @@ def key_paths(values: dict, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...
     out = []
     for key, value in values.items():
         out.append((*prefix, key))
-        if isinstance(value, dict) and key not in ("class_map", "extra", "quota", "class_frequency"):
+        if isinstance(value, dict) and key not in FREE_FORM_KEYS:
             out += key_paths(value, (*prefix, key))
     return out
 

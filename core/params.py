@@ -25,10 +25,11 @@ FREE_FORM_KEYS = ("quota", "class_map", "class_frequency", "extra")
 T = TypeVar("T")
 
 
-def read_params(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
+def read_params(path: Path | str = PARAMS_FILE, what: str = "params file") -> dict[str, Any]:
+    """A params file (or a profile of one, `what` names it in errors): a YAML mapping of sections."""
     path = Path(path)
     if not path.is_file():
-        raise StageError(f"{path}: params file not found")
+        raise StageError(f"{path}: {what} not found")
     try:
         params = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

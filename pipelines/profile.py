@@ -26,7 +26,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from core.errors import StageError
 from core.io import write_text
-from core.params import FREE_FORM_KEYS
+from core.params import FREE_FORM_KEYS, read_params
 from pipelines.stage import run_stage
 
 
@@ -112,15 +112,7 @@ def profile_path(name: str) -> Path:
 
 
 def load_profile(path: Path) -> dict:
-    if not path.is_file():
-        raise StageError(f"{path}: profile not found")
-    try:
-        profile = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise StageError(f"{path}: malformed YAML: {err}".replace("\n", " ")) from None
-    if not isinstance(profile, dict):
-        raise StageError(f"{path}: expected a mapping of params.yaml sections")
-    return profile
+    return read_params(path, what="profile")
 
 
 def profiled_params(params_text: str, overrides: list[dict]) -> str:

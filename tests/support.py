@@ -7,7 +7,9 @@ overrides, so a test never depends on defaults hidden in code.
 from __future__ import annotations
 
 import copy
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import numpy as np
@@ -35,6 +37,14 @@ from pipelines.stage import Launch, Paths
 
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
+
+def load_bench(name: str) -> ModuleType:
+    """bench/<name>.py as a module (bench/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 # ---- settings
 

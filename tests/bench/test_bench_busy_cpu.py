@@ -1,22 +1,12 @@
 """bench/bench_busy_cpu.py: the train_unet step timed alone and beside a busy process, per OpenMP wait policy."""
 
 import argparse
-import importlib.util
 
-from tests.support import REPO, write_params
-
-BENCH = REPO / "bench" / "bench_busy_cpu.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_busy_cpu", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.support import load_bench, write_params
 
 
 def test_a_run_too_slow_to_time_is_reported_as_a_bound():
-    bench = load_bench()
+    bench = load_bench("bench_busy_cpu")
     assert bench.seconds_per_step([1.0, 1.0, 0.5, 0.7, 0.6], seconds=4) == "0.60"
     assert bench.seconds_per_step([3.0, 2.0, 2.5], seconds=8) == "> 2.67"
     assert bench.seconds_per_step([], seconds=8) == "> 8.00"
@@ -24,18 +14,18 @@ def test_a_run_too_slow_to_time_is_reported_as_a_bound():
 
 def test_the_timed_step_trains_the_params_unet_for_the_given_time(tmp_path):
     write_params(tmp_path)
-    step_times = load_bench().time_steps(str(tmp_path / "params.yaml"), seconds=1.0, threads=1, as_stage=False)
+    step_times = load_bench("bench_busy_cpu").time_steps(str(tmp_path / "params.yaml"), seconds=1.0, threads=1, as_stage=False)
     assert len(step_times) >= 1 and all(0 < t < 5 for t in step_times)
 
 
 def test_a_timed_run_beside_a_busy_process_gives_its_step_time(tmp_path):
     write_params(tmp_path)
     args = argparse.Namespace(params=str(tmp_path / "params.yaml"), seconds=3.0, settle=0.5, threads=1)
-    assert float(load_bench().measure(args, as_stage=True, busy=True).lstrip("> ")) > 0
+    assert float(load_bench("bench_busy_cpu").measure(args, as_stage=True, busy=True).lstrip("> ")) > 0
 
 
 def test_the_table_has_both_policies_alone_and_beside(monkeypatch, capsys):
-    bench = load_bench()
+    bench = load_bench("bench_busy_cpu")
     times = {(False, False): "1.00", (False, True): "> 4.50", (True, False): "1.20", (True, True): "1.80"}
     monkeypatch.setattr(bench, "measure", lambda args, as_stage, busy: times[as_stage, busy])
     bench.main(["--seconds", "9"])

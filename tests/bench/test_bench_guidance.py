@@ -1,24 +1,13 @@
 """bench/bench_guidance.py: the paired guided-vs-control table on tiny saved models."""
 
-import importlib.util
-
-from tests.support import REPO, TINY_GENERATE, write_params, write_tiny_models
-
-BENCH = REPO / "bench" / "bench_guidance.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_guidance", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.support import TINY_GENERATE, load_bench, write_params, write_tiny_models
 
 
 def test_scale_zero_ties_every_pair_and_a_large_scale_is_tested(tiny_prepared, tmp_path, monkeypatch, capsys):
     write_tiny_models(tmp_path)
     write_params(tmp_path, generate=TINY_GENERATE)
     monkeypatch.chdir(tmp_path)
-    load_bench().main(["--per-class", "2", "--scales", "0", "1000"])
+    load_bench("bench_guidance").main(["--per-class", "2", "--scales", "0", "1000"])
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 0 |") or line.startswith("| 1000 |")]
     assert len(lines) == 2 * 4  # 3 classes + overall per scale
     for line in lines[:4]:  # scale 0 renders exactly the controls: every pair ties

@@ -1,7 +1,6 @@
 """bench/gpu_check.sh: every stage without DVC, figures written as it goes; here on CPU with tiny params."""
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,21 +9,12 @@ import sys
 import pytest
 import yaml
 
-from tests.support import REPO, write_params
-
-BENCH = REPO / "bench" / "gpu_check.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("gpu_check", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.support import REPO, load_bench, write_params
 
 
 def test_the_stage_order_covers_dvc_yaml_and_runs_each_stage_after_what_it_reads():
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    names = [name for name, _ in load_bench().ordered_stages(params)]
+    names = [name for name, _ in load_bench("gpu_check").ordered_stages(params)]
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert len(names) == len(set(names)) == len(dvc) - 2 + 4 + len(params["sweep"]["scales"])
     assert [n for n in names if n.startswith("sweep@")] == [f"sweep@{s}" for s in params["sweep"]["scales"]]

@@ -108,7 +108,7 @@ def key_figures(work: Path) -> list[str]:
     unet = read_json(work / "reports" / "unet" / "training.json")
     if unet:
         lines.append(f"- UNet: {unet['steps']} steps, {unet['n_parameters'] / 1e6:.1f} M parameters, "
-                     f"{unet['image_size']} px, {unet['mixed_precision']}, {unet['train_minutes']} min")
+                     f"{unet['image_size']} px, mixed precision {unet['mixed_precision']}, {unet['train_minutes']} min")
     generation = read_json(work / "reports" / "generation.json")
     if generation:
         overall = generation["overall"]

@@ -6,7 +6,8 @@ changes one key (the value read as YAML), after the profiles, in order. The resu
 to `--out` (default: the `--params` file itself) with params.yaml's comments, layout and anchors
 kept: a key inside an anchored mapping (`unet.model: &arch`) changes every section that repeats
 it (classifier, judge), and an anchored value (`unet.image_size: &generative_px`) changes
-wherever it is repeated. A key params.yaml does not have is an error (a typo would otherwise be
+wherever it is repeated. So does a key reached through an alias (`classifier.model.dropout` is
+`unet.model.dropout`: the sections must agree). A key params.yaml does not have is an error (a typo would otherwise be
 ignored), except inside the free-form mappings (`extra`, `quota`, ...), which a profile replaces
 whole. `dvc exp run -S` cannot do this: it drops anchors and writes the change to one copy only.
 """

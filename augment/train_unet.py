@@ -123,7 +123,7 @@ class TrainedUNet:
     is_main: bool
 
 
-def fingerprint(cfg: UNetTrainConfig, images: torch.Tensor, accelerator: Accelerator) -> str:
+def fingerprint(cfg: UNetTrainConfig, images: torch.Tensor, accelerator: Accelerator, view: WholeImages) -> str:
     """Hash of what a checkpoint's weights depend on (a mismatch: start afresh): the settings, the
     precision and number of processes they resolved to, the data and the training code.
 
@@ -134,7 +134,7 @@ def fingerprint(cfg: UNetTrainConfig, images: torch.Tensor, accelerator: Acceler
     settings["resolved"] = [accelerator.mixed_precision, accelerator.num_processes]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     digest.update(images.numpy().tobytes())
-    for module in (augment.unet, augment.data, augment.training, sys.modules[__name__]):
+    for module in (augment.unet, augment.data, augment.training, sys.modules[__name__], *view.code):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -187,11 +187,32 @@ def warmup_lr(cfg: UNetTrainConfig, step: int) -> float:
     return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
 
 
+class WholeImages:
+    """What the scene UNet learns: every training image whole as x_0, and x_t as the model's input.
+
+    A training view decides what a batch of training images becomes (x_0 in [-1, 1]) and what the
+    model sees of it beside x_t; `augment.upsampler.PatchesWithLowRes` is the other one.
+    """
+
+    code: tuple = ()                   # modules beside this one whose code the weights depend on
+
+    def build(self, cfg: UNetTrainConfig, image_size: int) -> UNet2DModel:
+        return build_unet(cfg.model, cfg.schedule, image_size)
+
+    def clean(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """uint8 [B, 3, S, S] -> x_0 [B, 3, S, S] in [-1, 1] (draws nothing from gen)."""
+        return to_model_range(images)
+
+    def model_input(self, x_t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        return x_t
+
+
 @dataclass
 class TrainingState:
     """What the optimisation loop works on, built by `build_training`."""
 
     accelerator: Accelerator
+    view: WholeImages                  # or another training view (see WholeImages)
     unet: UNet2DModel                  # prepared by accelerate (possibly DDP-wrapped)
     ema: EMAModel
     optimizer: torch.optim.Optimizer
@@ -202,9 +223,9 @@ class TrainingState:
 
 
 def build_training(cfg: UNetTrainConfig, images: torch.Tensor, accelerator: Accelerator,
-                   checkpoint: Callable[[int], None]) -> TrainingState:
+                   checkpoint: Callable[[int], None], view: WholeImages) -> TrainingState:
     set_seed(cfg.seed)
-    unet = build_unet(cfg.model, cfg.schedule, int(images.shape[-1]))
+    unet = view.build(cfg, int(images.shape[-1]))
     ema = EMAModel(
         unet.parameters(), decay=cfg.ema.max_decay, use_ema_warmup=cfg.ema.use_ema_warmup,
         inv_gamma=cfg.ema.inv_gamma, power=cfg.ema.power, model_cls=UNet2DModel, model_config=unet.config,
@@ -212,20 +233,24 @@ def build_training(cfg: UNetTrainConfig, images: torch.Tensor, accelerator: Acce
     ema.to(accelerator.device)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=warmup_lr(cfg, 0), weight_decay=cfg.weight_decay)
     unet, optimizer = accelerator.prepare(unet, optimizer)
-    return TrainingState(accelerator, unet, ema, optimizer, build_scheduler(cfg.schedule), images, Progress(),
+    return TrainingState(accelerator, view, unet, ema, optimizer, build_scheduler(cfg.schedule), images, Progress(),
                          checkpoint)
 
 
-def train_unet(cfg: UNetTrainConfig, prepared: Path | str, checkpoint_dir: Path | str) -> TrainedUNet:
-    """Train (or resume) until max_steps or max_minutes; returns the EMA and raw models and the log."""
+def train_unet(cfg: UNetTrainConfig, prepared: Path | str, checkpoint_dir: Path | str,
+               view: WholeImages | None = None) -> TrainedUNet:
+    """Train (or resume) until max_steps or max_minutes; returns the EMA and raw models and the log.
+    `view`: what the model learns from the images (WholeImages, the scene UNet, when None)."""
+    view = WholeImages() if view is None else view
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.grad_accum,
         mixed_precision=resolve_mixed_precision(cfg.mixed_precision, PartialState().device),
     )
     data = load_image_set(prepared, GENERATIVE_SPLITS, cfg.image_size)
-    checkpoint_dir, key = Path(checkpoint_dir), fingerprint(cfg, data.images, accelerator)
+    checkpoint_dir, key = Path(checkpoint_dir), fingerprint(cfg, data.images, accelerator, view)
     state = build_training(cfg, data.images, accelerator,
-                           lambda step: save_checkpoint(accelerator, checkpoint_dir, step, key, cfg.keep_checkpoints))
+                           lambda step: save_checkpoint(accelerator, checkpoint_dir, step, key, cfg.keep_checkpoints),
+                           view)
     accelerator.register_for_checkpointing(state.ema, state.progress)
     usable = resumable_checkpoints(checkpoint_dir, key, cfg.max_steps) if checkpoint_dir.is_dir() else []
     resume_from = usable[-1] if usable else None
@@ -266,10 +291,11 @@ def run_loop(cfg: UNetTrainConfig, state: TrainingState) -> str:
     stop_reason = "max_steps"
     for micro, indices in enumerate(loader, start=progress.step * cfg.grad_accum):
         with accelerator.accumulate(unet):
-            x0 = to_model_range(state.images[indices.cpu()]).to(accelerator.device)
-            x0, x_t, t, noise = noised_batch(cfg, state.scheduler, x0, step_generator(cfg, micro, accelerator))
-            loss = diffusion_loss(state.scheduler, unet(x_t, t).sample, x0, x_t, t, noise, cfg.vlb_weight,
-                                  cfg.snr_gamma)
+            gen = step_generator(cfg, micro, accelerator)
+            x0 = state.view.clean(state.images[indices.cpu()], gen).to(accelerator.device)
+            x0, x_t, t, noise = noised_batch(cfg, state.scheduler, x0, gen)
+            loss = diffusion_loss(state.scheduler, unet(state.view.model_input(x_t, x0), t).sample, x0, x_t, t,
+                                  noise, cfg.vlb_weight, cfg.snr_gamma)
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(unet.parameters(), cfg.grad_clip)

@@ -102,13 +102,14 @@ def up_block_types(arch: ArchConfig, image_size: int) -> tuple[str, ...]:
     )
 
 
-def build_unet(arch: ArchConfig, schedule: ScheduleConfig, image_size: int) -> UNet2DModel:
-    """A fresh ADM-style UNet2DModel predicting eps or v (and the variance interpolation if learn_sigma)."""
+def build_unet(arch: ArchConfig, schedule: ScheduleConfig, image_size: int, in_channels: int = 3) -> UNet2DModel:
+    """A fresh ADM-style UNet2DModel predicting eps or v (and the variance interpolation if learn_sigma)
+    for 3 image channels; `in_channels` above 3 are conditioning channels (the upsampler's 6)."""
     check_arch(arch, image_size, where="params.yaml: unet.model")
     updown = "resnet" if arch.resblock_updown else "conv"
     return UNet2DModel(
         sample_size=image_size,
-        in_channels=3,
+        in_channels=in_channels,
         out_channels=6 if schedule.learn_sigma else 3,
         down_block_types=down_block_types(arch, image_size),
         up_block_types=up_block_types(arch, image_size),

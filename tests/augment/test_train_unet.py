@@ -110,20 +110,20 @@ def test_unknown_param_fails_with_one_line(tiny_prepared, tmp_path, monkeypatch,
 
 def test_checkpoint_fingerprint_covers_the_training_code_and_the_resolved_precision(tmp_path, monkeypatch):
     import augment.unet
-    from augment.train_unet import fingerprint
+    from augment.train_unet import WholeImages, fingerprint
 
-    images = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    images, whole = torch.zeros(2, 3, 16, 16, dtype=torch.uint8), WholeImages()
     fp32, bf16 = SimpleNamespace(mixed_precision="no", num_processes=1), SimpleNamespace(mixed_precision="bf16",
                                                                                         num_processes=1)
-    before = fingerprint(TINY, images, fp32)
-    assert fingerprint(TINY, images, fp32) == before
-    assert fingerprint(dataclasses.replace(TINY, max_steps=99, log_every=5), images, fp32) == before  # resumable
-    assert fingerprint(TINY, images, bf16) != before  # `auto` may resolve otherwise on another machine
-    assert fingerprint(TINY, images, SimpleNamespace(mixed_precision="no", num_processes=2)) != before
+    before = fingerprint(TINY, images, fp32, whole)
+    assert fingerprint(TINY, images, fp32, whole) == before
+    assert fingerprint(dataclasses.replace(TINY, max_steps=99, log_every=5), images, fp32, whole) == before  # resumable
+    assert fingerprint(TINY, images, bf16, whole) != before  # `auto` may resolve otherwise on another machine
+    assert fingerprint(TINY, images, SimpleNamespace(mixed_precision="no", num_processes=2), whole) != before
     patched = tmp_path / "unet.py"
     patched.write_text(open(augment.unet.__file__).read() + "\n# a fix to the loss\n")
     monkeypatch.setattr(augment.unet, "__file__", str(patched))
-    assert fingerprint(TINY, images, fp32) != before
+    assert fingerprint(TINY, images, fp32, whole) != before
 
 
 def test_lowering_max_steps_resumes_an_earlier_checkpoint_never_a_later_one(tiny_prepared, tmp_path):

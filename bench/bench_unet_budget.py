@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -29,21 +28,9 @@ from augment.classifier import load_classifier  # noqa: E402
 from augment.data import load_image_set  # noqa: E402
 from augment.gen_metrics import JudgeFeatures, extract, frechet_distance, precision_recall  # noqa: E402
 from augment.train_unet import UNetTrainConfig, sample_grid, train_unet  # noqa: E402
-from core.params import from_dict, read_params, section, to_jsonable  # noqa: E402
+from core.params import deep_merge, from_dict, read_params, section, to_jsonable  # noqa: E402
+from pipelines.profile import parse_set  # noqa: E402
 from pipelines.stage import Paths  # noqa: E402
-
-
-def with_overrides(section: dict, overrides: list[str]) -> dict:
-    """`a.b=value` (value parsed as YAML) set into a copy of the params section."""
-    section = yaml.safe_load(yaml.safe_dump(section))
-    for item in overrides:
-        key, _, value = item.partition("=")
-        parts = key.split(".")
-        target = section
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-        target[parts[-1]] = yaml.safe_load(value)
-    return section
 
 
 def main() -> None:
@@ -61,7 +48,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     params = read_params(args.params)
     paths = section(Paths, "paths", params)
-    base = from_dict(UNetTrainConfig, with_overrides(params["unet"], args.overrides), where="unet (with --set)")
+    values = params["unet"]
+    for item in args.overrides:
+        values = deep_merge(values, parse_set(item))
+    base = from_dict(UNetTrainConfig, values, where="unet (with --set)")
     args.out.mkdir(parents=True, exist_ok=True)
     judge = load_classifier(paths.judge).eval()
     features = JudgeFeatures(judge).eval()

@@ -9,6 +9,7 @@ so shared code never guesses which section it serves.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from pathlib import Path
@@ -23,6 +24,17 @@ PARAMS_FILE = Path("params.yaml")
 # (a profile, a test's tiny params) replaces them whole instead of key by key.
 FREE_FORM_KEYS = ("quota", "class_map", "class_frequency", "extra")
 T = TypeVar("T")
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` merged in key by key (free-form mappings replaced whole); a new dict."""
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in FREE_FORM_KEYS:
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
 
 
 def read_params(path: Path | str = PARAMS_FILE, what: str = "params file") -> dict[str, Any]:

@@ -6,7 +6,6 @@ overrides, so a test never depends on defaults hidden in code.
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +24,7 @@ from augment.settings import GenerateSettings, GenMetricsSettings, SweepSettings
 from augment.train_classifier import ClassifierTrainConfig
 from augment.train_unet import UNetTrainConfig
 from augment.unet import ArchConfig, ScheduleConfig
-from core.params import FREE_FORM_KEYS, from_dict
+from core.params import deep_merge, from_dict
 from detection.copypaste import CopyPasteSettings
 from detection.demo import DemoSettings
 from detection.evaluate import EvaluateSettings
@@ -83,16 +82,6 @@ TINY_DETECTION = {
     "pseudo_label": {"predict": {"conf": 0.0001}, "require_target": False, "max_background_fraction": 0.5},
     "evaluate": {"bootstrap": {"n_resamples": 20}, "draw_conf": 0.0},
 }
-
-
-def deep_merge(base: dict, overrides: dict) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in FREE_FORM_KEYS:
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 def repo_params() -> dict[str, Any]:

@@ -29,7 +29,7 @@ from augment.data import load_image_set  # noqa: E402
 from augment.gen_metrics import JudgeFeatures, extract, frechet_distance, precision_recall  # noqa: E402
 from augment.train_unet import UNetTrainConfig, sample_grid, train_unet  # noqa: E402
 from core.params import deep_merge, from_dict, read_params, section, to_jsonable  # noqa: E402
-from pipelines.profile import parse_set  # noqa: E402
+from core.profiles import parse_set  # noqa: E402
 from pipelines.stage import Paths  # noqa: E402
 
 

@@ -36,8 +36,8 @@ from augment.gen_metrics import JudgeFeatures, extract, frechet_distance, kernel
 from augment.train_unet import train_unet  # noqa: E402
 from augment.upsampler import PatchesWithLowRes, UpsamplerTrainConfig, upsample  # noqa: E402
 from core.params import deep_merge, from_dict, read_params, section, to_jsonable  # noqa: E402
+from core.profiles import parse_set  # noqa: E402
 from detection.prepare import DatasetParams  # noqa: E402
-from pipelines.profile import parse_set  # noqa: E402
 from pipelines.stage import Paths  # noqa: E402
 
 

@@ -31,7 +31,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.profile import load_profile, parse_set, profile_path, profiled_params  # noqa: E402
+from core.profiles import load_profile, parse_set, profiled_params  # noqa: E402
+from pipelines.profile import profile_path  # noqa: E402
 
 # dvc.yaml's stages in an order that runs each after what it reads (a test checks the set matches).
 ORDER = ("demo_data", "import", "train_unet", "train_classifier", "train_judge", "train_yolo@baseline",

@@ -6,12 +6,15 @@ one line on stderr and exit code 2.
 
 Every stage runs torch with `launch.torch_threads` intra-op threads, whatever the machine has:
 CPU kernels split their sums by thread count, so the same params give the same weights and images
-only at the same count (dvc.lock records it as a param of every torch stage).
+only at the same count (dvc.lock records it as a param of every torch stage). A stage that imports
+torch later (through ultralytics) gets the count through `OMP_NUM_THREADS`, which torch reads when
+it loads; `detection.yolo.ultralytics_offline` keeps ultralytics from resetting it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +62,10 @@ def stage_args(description: str, argv: list[str] | None,
     args = parser.parse_args(argv)
     params = read_params(args.params)
     launch = section(Launch, "launch", params)
-    if "torch" in sys.modules:  # stages that never import torch (demo_data, import) need no threads set
+    if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(launch.torch_threads)
+    else:  # torch not loaded yet, perhaps never (demo_data, import): it reads the count when it loads
+        os.environ["OMP_NUM_THREADS"] = str(launch.torch_threads)
     return args, params, section(Paths, "paths", params)
 
 

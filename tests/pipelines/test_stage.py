@@ -67,3 +67,20 @@ def omp_spin_count(env_overrides: dict[str, str], imports: str) -> str:
 ])
 def test_stages_let_idle_openmp_threads_sleep_unless_the_environment_says_otherwise(env, imports, spin_count):
     assert omp_spin_count(env, imports) == spin_count
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_stage_that_loads_torch_through_ultralytics_keeps_its_thread_count(tmp_path, threads):
+    """ultralytics sets CPU torch to cores - 1 threads whenever it selects a device; a stage's count wins."""
+    write_params(tmp_path, launch={"torch_threads": threads})
+    script = (f"import pipelines.train_yolo, sys; from pipelines.stage import stage_args\n"
+              f"stage_args('x', ['--params', {str(tmp_path / 'params.yaml')!r}])\n"
+              f"assert 'torch' not in sys.modules\n"
+              f"from detection.yolo import ultralytics_offline\n"
+              f"ultralytics_offline()\n"
+              f"from ultralytics.utils.torch_utils import select_device\n"
+              f"import torch; select_device('cpu', verbose=False); print(torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env={**env, "YOLO_OFFLINE": "true"},
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-1] == str(threads)

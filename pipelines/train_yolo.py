@@ -9,7 +9,7 @@
   objects per class as `augmented` adds: the control a synthetic-data method has to beat
 
 Every variant trains once per seed in `yolo.seeds` on the same images (the added ones chosen with
-`yolo.mix.seed`) and validates on real `val`. Writes <paths.yolo>/<variant>/params.json and
+`yolo.mix.seed`), `yolo.parallel` seeds at once, and validates on real `val`. Writes <paths.yolo>/<variant>/params.json and
 seed_<s>/ (best.pt, last.pt, results.csv, args.yaml, metrics.json), and
 <paths.reports>/yolo/<variant>/seed_<s>/results.csv (DVC plots).
 """
@@ -21,8 +21,8 @@ import sys
 from core.io import atomic_dirs, scratch_dir, write_json
 from core.params import section
 from detection.prepared import class_names
-from detection.yolo import VARIANTS, YoloParams, seed_dir, train, variant_splits, write_dataset_view
-from pipelines.stage import run_stage, stage_args
+from detection.yolo import VARIANTS, YoloParams, seed_dir, train_seeds, variant_splits, write_dataset_view
+from pipelines.stage import Launch, run_stage, stage_args
 
 
 def _main(argv: list[str] | None) -> None:
@@ -34,11 +34,9 @@ def _main(argv: list[str] | None) -> None:
     with scratch_dir("yolo_data_") as view_dir, \
             atomic_dirs(paths.yolo / args.variant, paths.reports / "yolo" / args.variant) as (out_dir, report_dir):
         data_yaml = write_dataset_view(view_dir, splits, names)
-        for seed in settings.seeds:
-            seed_out, seed_report = seed_dir(out_dir, seed), seed_dir(report_dir, seed)
-            seed_out.mkdir()
-            seed_report.mkdir()
-            write_json(seed_out / "metrics.json", train(settings.train, seed, data_yaml, seed_out, seed_report))
+        metrics = train_seeds(settings, data_yaml, out_dir, report_dir, section(Launch, "launch", params).torch_threads)
+        for seed, seed_metrics in metrics.items():
+            write_json(seed_dir(out_dir, seed) / "metrics.json", seed_metrics)
         write_json(out_dir / "params.json", {"variant": args.variant, "yolo": settings, "classes": names,
                                              "n_images": {s: len(v) for s, v in splits.items()}})
 

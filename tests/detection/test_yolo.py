@@ -1,5 +1,6 @@
 """YOLO training offline: dataset views, variant mixes, a one-epoch train with the network refused."""
 
+import dataclasses
 import socket
 
 import pandas as pd
@@ -14,6 +15,7 @@ from detection.yolo import (
     added_images,
     cpu_channels_last_trainer,
     pseudo_split,
+    train_seeds,
     ultralytics_offline,
     variant_splits,
     write_dataset_view,
@@ -131,9 +133,52 @@ def test_cpu_channels_last_trainer_trains_an_nhwc_model_with_its_own_parameters(
     assert not torch.equal(trainer.model.model[0].conv.weight.detach(), seen["first_conv"])  # it trained
 
 
+@pytest.mark.parametrize("values, message", [
+    ({"parallel": 0}, "yolo.parallel: must be >= 1, got 0"),
+    ({"parallel": 2, "train": {"device": [0, 1]}},
+     "yolo.parallel: a DDP training (train.device is a list) takes its GPUs alone; set parallel: 1"),
+])
+def test_parallel_trainings_are_at_least_one_and_never_beside_ddp(values, message):
+    with pytest.raises(StageError) as err:
+        settings(YoloParams, "yolo", **values)
+    assert str(err.value).startswith(f"params.yaml: {message}")
+
+
+@pytest.mark.slow
+def test_seeds_in_parallel_processes_train_the_weights_of_one_after_another_at_the_same_thread_count(
+        tmp_path, tiny_prepared):
+    import torch
+
+    params = settings(YoloParams, "yolo", parallel=2)
+    data_yaml = write_dataset_view(tmp_path / "view", variant_splits("baseline", params, tiny_prepared, tmp_path),
+                                   ["a", "b", "c"])
+    for run in ("parallel", "sequential"):
+        (tmp_path / run / "models").mkdir(parents=True)
+        (tmp_path / run / "logs").mkdir()
+    metrics = train_seeds(params, data_yaml, tmp_path / "parallel" / "models", tmp_path / "parallel" / "logs",
+                          torch_threads=2)  # two processes at once, 2 // 2 = 1 thread each
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_seeds(dataclasses.replace(params, parallel=1), data_yaml, tmp_path / "sequential" / "models",
+                    tmp_path / "sequential" / "logs", torch_threads=1)
+    finally:
+        torch.set_num_threads(before)
+    assert set(metrics) == set(params.seeds) == {0, 1}
+    for seed in params.seeds:
+        weights = [torch.load(tmp_path / run / "models" / f"seed_{seed}" / "best.pt", weights_only=False)["model"]
+                   .state_dict() for run in ("parallel", "sequential")]
+        assert weights[0].keys() == weights[1].keys()
+        assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+        assert (tmp_path / "parallel" / "logs" / f"seed_{seed}" / "results.csv").is_file()
+    first = torch.load(tmp_path / "parallel" / "models" / "seed_0" / "best.pt", weights_only=False)["model"].state_dict()
+    second = torch.load(tmp_path / "parallel" / "models" / "seed_1" / "best.pt", weights_only=False)["model"].state_dict()
+    assert not all(torch.equal(first[k], second[k]) for k in first)  # the seeds differ
+
+
 @pytest.mark.slow
 def test_one_epoch_train_offline_writes_weights_and_curves(tmp_path, tiny_prepared, monkeypatch, refuse_network):
-    write_params(tmp_path, **TINY_DETECTION)
+    write_params(tmp_path, **TINY_DETECTION, yolo={"parallel": 1})  # in this process, where the network is refused
     monkeypatch.chdir(tmp_path)
     assert train_yolo.main(["--variant", "baseline"]) == 0
     out = tmp_path / "models" / "yolo" / "baseline"

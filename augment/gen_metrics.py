@@ -193,20 +193,28 @@ class FeatureSet:
         return FeatureSet(self.features[mask], self.probs[mask], [label for label, m in zip(self.labels, keep) if m])
 
 
-def compare(real: FeatureSet, fake: FeatureSet, settings: GenMetricsSettings, class_names: Sequence[str]) -> dict:
-    """FD, KID, precision/recall (extractor space) and judge IS-style score + hit rate of `fake`."""
-    n_real, n_fake = len(real.labels), len(fake.labels)
+def distances(real: torch.Tensor, fake: torch.Tensor, settings: GenMetricsSettings) -> dict:
+    """FD, KID and precision/recall between features real [N_r, D] and fake [N_g, D]; None where a set
+    is too small for the figure."""
+    n_real, n_fake = len(real), len(fake)
     out: dict = {"extractor": settings.extractor, "n_real": n_real, "n_generated": n_fake,
                  "fd": None, "kid_mean": None, "kid_std": None, "kid_subset_size": None,
                  "precision": None, "recall": None, "k": settings.k}
     if min(n_real, n_fake) >= 2:
-        out["fd"] = round(frechet_distance(real.features, fake.features), 6)
-        mean, std, size = kernel_inception_distance(real.features, fake.features, settings.kid_subset_size,
-                                                    settings.kid_subsets, settings.seed)
+        out["fd"] = round(frechet_distance(real, fake), 6)
+        mean, std, size = kernel_inception_distance(real, fake, settings.kid_subset_size, settings.kid_subsets,
+                                                    settings.seed)
         out.update(kid_mean=round(mean, 6), kid_std=round(std, 6), kid_subset_size=size)
     if min(n_real, n_fake) > settings.k:
-        precision, recall = precision_recall(real.features, fake.features, settings.k)
+        precision, recall = precision_recall(real, fake, settings.k)
         out.update(precision=round(precision, 4), recall=round(recall, 4))
+    return out
+
+
+def compare(real: FeatureSet, fake: FeatureSet, settings: GenMetricsSettings, class_names: Sequence[str]) -> dict:
+    """FD, KID, precision/recall (extractor space) and judge IS-style score + hit rate of `fake`."""
+    n_fake = len(fake.labels)
+    out = distances(real.features, fake.features, settings)
     target = torch.tensor([class_names.index(label[0]) for label in fake.labels], dtype=torch.long)
     hits = fake.probs[torch.arange(n_fake), target] >= HIT_THRESHOLD
     out["judge_is"] = round(inception_style_score(fake.probs), 4) if n_fake else None

@@ -1,9 +1,10 @@
 """The synthetic-image part of `reports/report.md`: did guidance work, how real do the images look,
 and what the guidance scale trades.
 
-Reads what `generate` (`reports/generation.json`), `gen_metrics` (`reports/gen_metrics.json`) and
-the sweep (`reports/sweep/tradeoff.csv`, `guidance_tradeoff.png`) wrote; a part whose file is
-absent (a pipeline run without that stage) says so instead of failing the report.
+Reads what `generate` (`reports/generation.json`), `gen_metrics` (`reports/gen_metrics.json`),
+`upsample` (`reports/upsample.json`) and the sweep (`reports/sweep/tradeoff.csv`,
+`guidance_tradeoff.png`) wrote; a part whose file is absent (a pipeline run without that stage)
+says so instead of failing the report.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 from core.errors import StageError
 from core.tables import markdown_table
 
-GENERATION, GEN_METRICS = Path("generation.json"), Path("gen_metrics.json")
+GENERATION, GEN_METRICS, UPSAMPLE = Path("generation.json"), Path("gen_metrics.json"), Path("upsample.json")
 TRADEOFF_CSV, TRADEOFF_PNG = Path("sweep/tradeoff.csv"), Path("sweep/guidance_tradeoff.png")
 
 
@@ -54,6 +55,16 @@ def realism_table(gen_metrics: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def upsample_table(upsample: dict) -> pd.DataFrame:
+    """Per method (the one used first): the upsampled images against the real ones at the detector's resolution."""
+    methods = sorted(upsample["methods"], key=lambda m: m != upsample["method"])
+    return pd.DataFrame([{"method": f"{m} (used)" if m == upsample["method"] else m,
+                          "images": upsample["methods"][m]["n_generated"], "FD": upsample["methods"][m]["fd"],
+                          "KID": upsample["methods"][m]["kid_mean"], "precision": upsample["methods"][m]["precision"],
+                          "recall": upsample["methods"][m]["recall"],
+                          "edge energy / real": upsample["methods"][m]["edge_energy_vs_real"]} for m in methods])
+
+
 def synthetic_section(reports: Path) -> str:
     """Markdown for report.md (which lives in `reports`); figures linked relative to it."""
     generation = _read_json(reports / GENERATION)
@@ -74,6 +85,12 @@ def synthetic_section(reports: Path) -> str:
         parts += [f"\n## How close to real? (`{GEN_METRICS}`)\n\n",
                   f"Features: `{gen_metrics['extractor']}`; real reference: the `{gen_metrics['real_split']}` split. "
                   f"{gen_metrics['note']}\n\n", markdown_table(realism_table(gen_metrics))]
+    upsample = _read_json(reports / UPSAMPLE)
+    if upsample is not None:
+        parts += [f"\n## Upsampler vs plain resampling (`{UPSAMPLE}`)\n\n",
+                  f"The {upsample['n_images']} guided images brought to {upsample['image_size']} px, against the real "
+                  f"`{upsample['real_split']}` images at that size in `{upsample['extractor']}` features. "
+                  f"{upsample['note']}\n\n", markdown_table(upsample_table(upsample))]
     if (reports / TRADEOFF_CSV).is_file():
         table = pd.read_csv(reports / TRADEOFF_CSV)
         table["guidance_scale"] = [f"{s:g}" for s in table["guidance_scale"]]

@@ -79,3 +79,20 @@ class GenMetricsSettings:
         check_choice(self, "extractor", EXTRACTORS)
         check_choice(self, "real_split", SPLITS)
         check_at_least(self, 1, "k", "kid_subset_size", "kid_subsets", "batch_size")
+
+
+UPSAMPLE_METHODS = ("diffusion", "bicubic")
+
+
+@dataclass(frozen=True)
+class UpsampleSettings:
+    """The `upsample` section of params.yaml (augment.upsample)."""
+
+    method: str                      # diffusion (the trained upsampler) | bicubic (plain resampling)
+    steps: int                       # DDIM steps of the upsampler
+    seed: int                        # image i draws its noise from a seed of (seed, image_id)
+    batch_size: int                  # images per forward pass (does not change the images)
+
+    def __post_init__(self) -> None:
+        check_choice(self, "method", UPSAMPLE_METHODS)
+        check_at_least(self, 1, "steps", "batch_size")

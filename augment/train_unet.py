@@ -171,15 +171,25 @@ def step_generator(cfg: UNetTrainConfig, micro_batch: int, accelerator: Accelera
     return torch.Generator().manual_seed(seed)
 
 
-def noised_batch(cfg: UNetTrainConfig, scheduler: DDPMScheduler, x0: torch.Tensor, gen: torch.Generator):
-    """(x0 after flips, x_t, t, eps) for one micro-batch; x0 [B, 3, S, S] in [-1, 1]."""
-    batch = x0.shape[0]
-    if cfg.hflip:
-        flip = (torch.rand(batch, generator=gen) < 0.5).view(-1, 1, 1, 1).to(x0.device)
-        x0 = torch.where(flip, x0.flip(3), x0)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=gen).to(x0.device)
+def flipped(cfg: UNetTrainConfig, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """The batch with each image flipped horizontally at random (when cfg.hflip)."""
+    if not cfg.hflip:
+        return images
+    flip = (torch.rand(len(images), generator=gen) < 0.5).view(-1, 1, 1, 1).to(images.device)
+    return torch.where(flip, images.flip(3), images)
+
+
+def noised(scheduler: DDPMScheduler, x0: torch.Tensor, gen: torch.Generator):
+    """(x_t, t, eps) for x0 [B, C, S, S]: uniform t, Gaussian eps."""
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=gen).to(x0.device)
     noise = torch.randn(x0.shape, generator=gen).to(x0.device)
-    return x0, scheduler.add_noise(x0, noise, t), t, noise
+    return scheduler.add_noise(x0, noise, t), t, noise
+
+
+def noised_batch(cfg: UNetTrainConfig, scheduler: DDPMScheduler, x0: torch.Tensor, gen: torch.Generator):
+    """(x0 after flips, x_t, t, eps) for one micro-batch of whole images; x0 [B, 3, S, S] in [-1, 1]."""
+    x0 = flipped(cfg, x0, gen)
+    return (x0, *noised(scheduler, x0, gen))
 
 
 def warmup_lr(cfg: UNetTrainConfig, step: int) -> float:
@@ -190,8 +200,9 @@ def warmup_lr(cfg: UNetTrainConfig, step: int) -> float:
 class WholeImages:
     """What the scene UNet learns: every training image whole as x_0, and x_t as the model's input.
 
-    A training view decides what a batch of training images becomes (x_0 in [-1, 1]) and what the
-    model sees of it beside x_t; `augment.upsampler.PatchesWithLowRes` is the other one.
+    A training view decides what a batch of training images becomes (`clean`: images in [-1, 1]),
+    what of a (flipped) image is diffused and what the model sees beside x_t (`split`), and how the
+    two make the model's input; `augment.upsampler.PatchesWithLowRes` is the other one.
     """
 
     code: tuple = ()                   # modules beside this one whose code the weights depend on
@@ -203,7 +214,11 @@ class WholeImages:
         """uint8 [B, 3, S, S] -> x_0 [B, 3, S, S] in [-1, 1] (draws nothing from gen)."""
         return to_model_range(images)
 
-    def model_input(self, x_t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    def split(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x_0, conditioning): the image itself, nothing beside it."""
+        return images, None
+
+    def model_input(self, x_t: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
         return x_t
 
 
@@ -292,9 +307,10 @@ def run_loop(cfg: UNetTrainConfig, state: TrainingState) -> str:
     for micro, indices in enumerate(loader, start=progress.step * cfg.grad_accum):
         with accelerator.accumulate(unet):
             gen = step_generator(cfg, micro, accelerator)
-            x0 = state.view.clean(state.images[indices.cpu()], gen).to(accelerator.device)
-            x0, x_t, t, noise = noised_batch(cfg, state.scheduler, x0, gen)
-            loss = diffusion_loss(state.scheduler, unet(state.view.model_input(x_t, x0), t).sample, x0, x_t, t,
+            images = flipped(cfg, state.view.clean(state.images[indices.cpu()], gen).to(accelerator.device), gen)
+            x0, condition = state.view.split(images)
+            x_t, t, noise = noised(state.scheduler, x0, gen)
+            loss = diffusion_loss(state.scheduler, unet(state.view.model_input(x_t, condition), t).sample, x0, x_t, t,
                                   noise, cfg.vlb_weight, cfg.snr_gamma)
             accelerator.backward(loss)
             if accelerator.sync_gradients:
@@ -344,6 +360,13 @@ def write_unet_outputs(result: TrainedUNet, cfg: UNetTrainConfig, model_dir: Pat
     result.scheduler.save_pretrained(model_dir / "scheduler")
     samples = sample_grid(result.ema_unet, result.scheduler, cfg.n_samples, cfg.sample_steps, cfg.sample_seed)
     save_image((samples + 1) / 2, model_dir / "samples.png", nrow=max(1, int(cfg.n_samples**0.5)), padding=1)
-    write_json(model_dir / "params.json", {"unet": cfg, "training": without_run_details(result.summary)})
+    write_training_records(result, "unet", cfg, model_dir, report_dir)
+
+
+def write_training_records(result: TrainedUNet, section: str, cfg: UNetTrainConfig, model_dir: Path,
+                           report_dir: Path) -> None:
+    """model_dir/params.json (the settings, the summary without run details), report_dir/training.json
+    (the whole summary) and report_dir/loss.csv."""
+    write_json(model_dir / "params.json", {section: cfg, "training": without_run_details(result.summary)})
     write_json(report_dir / "training.json", result.summary)
     result.loss_log.to_csv(report_dir / "loss.csv", index=False)

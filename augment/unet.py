@@ -102,9 +102,11 @@ def up_block_types(arch: ArchConfig, image_size: int) -> tuple[str, ...]:
     )
 
 
-def build_unet(arch: ArchConfig, schedule: ScheduleConfig, image_size: int, in_channels: int = 3) -> UNet2DModel:
+def build_unet(arch: ArchConfig, schedule: ScheduleConfig, image_size: int, in_channels: int = 3,
+               mid_attention: bool = True) -> UNet2DModel:
     """A fresh ADM-style UNet2DModel predicting eps or v (and the variance interpolation if learn_sigma)
-    for 3 image channels; `in_channels` above 3 are conditioning channels (the upsampler's 6)."""
+    for 3 image channels; `in_channels` above 3 are conditioning channels (the upsampler's 6).
+    `mid_attention` False: no attention in the mid block either (a purely convolutional model)."""
     check_arch(arch, image_size, where="params.yaml: unet.model")
     updown = "resnet" if arch.resblock_updown else "conv"
     return UNet2DModel(
@@ -116,7 +118,7 @@ def build_unet(arch: ArchConfig, schedule: ScheduleConfig, image_size: int, in_c
         block_out_channels=tuple(arch.block_out_channels),
         layers_per_block=arch.layers_per_block,
         attention_head_dim=arch.attention_head_dim,
-        add_attention=True,                    # the mid block always attends (ADM)
+        add_attention=mid_attention,           # ADM's mid block attends
         downsample_type=updown,
         upsample_type=updown,
         dropout=arch.dropout,

@@ -4,16 +4,18 @@ resolution, back to the detector's resolution by bicubic resampling and by the u
 each --sample-steps), and compare each with the real images.
 
     python bench/bench_upsampler.py --out /tmp/upsampler [--steps 300] [--patch 32] \
-        [--sample-steps 10 25] [--n-images 64] [--set model.block_out_channels=[32,64,64]] [--threads N]
+        [--sample-steps 10 25] [--n-images 64] [--set model.block_out_channels=[32,64,64]] [--raw] [--threads N]
 
 Settings: the `unet` params with image_size = dataset.image_size, low_res = unet.image_size, the
-crops of --patch px, a linear eps schedule (ADM's upsampler) and --set overrides. Needs
+crops of --patch px, a linear eps schedule and the image target (ADM's upsampler) and --set overrides
+(e.g. --set target=residual --set residual_scale=4; or the `upsampler` params: --section upsampler). Needs
 data/prepared (stage import) and models/judge (stage train_judge). Per method it prints: PSNR
 against the real images (the upsampler is not expected to win it: it draws detail rather than
 averaging it), the edge energy (mean absolute difference of neighbouring pixels) relative to the
 real images' (1.0 = as sharp as real), FD and KID against the real `val` images in the judge's
 features at the detector's resolution (the judge learnt at the generative resolution, so these
-compare the methods, not absolute quality), and the time per image. Grids land in --out.
+compare the methods, not absolute quality), and the time per image. --raw adds rows for the raw
+(not EMA) weights. Grids land in --out.
 """
 
 from __future__ import annotations
@@ -34,18 +36,26 @@ from augment.classifier import load_classifier  # noqa: E402
 from augment.data import load_image_set, to_model_range  # noqa: E402
 from augment.gen_metrics import JudgeFeatures, extract, frechet_distance, kernel_inception_distance  # noqa: E402
 from augment.train_unet import train_unet  # noqa: E402
-from augment.upsampler import PatchesWithLowRes, UpsamplerTrainConfig, upsample  # noqa: E402
+from augment.upsampler import PatchesWithLowRes, Upsampler, UpsamplerTrainConfig  # noqa: E402
 from core.params import deep_merge, from_dict, read_params, section, to_jsonable  # noqa: E402
 from core.profiles import parse_set  # noqa: E402
 from detection.prepare import DatasetParams  # noqa: E402
 from pipelines.stage import Paths  # noqa: E402
 
 
-def upsampler_config(params: dict, patch: int, steps: int, overrides: list[str]) -> UpsamplerTrainConfig:
-    values = deep_merge(params["unet"], {
-        "image_size": params["dataset"]["image_size"], "low_res": params["unet"]["image_size"], "patch_size": patch,
-        "max_steps": steps, "checkpoint_every": steps, "n_samples": 4, "max_minutes": None,
-        "schedule": {"noise_schedule": "linear", "prediction_type": "epsilon", "learn_sigma": False}})
+def upsampler_config(params: dict, section_name: str, patch: int | None, steps: int | None,
+                     overrides: list[str]) -> UpsamplerTrainConfig:
+    """The `unet` section made an upsampler (ADM's: linear eps schedule, image target), or the
+    `upsampler` section as it is; then --patch, --steps and --set."""
+    if section_name == "unet":
+        values = deep_merge(params["unet"], {
+            "image_size": params["dataset"]["image_size"], "low_res": params["unet"]["image_size"], "patch_size": 32,
+            "target": "image", "residual_scale": 1.0, "max_steps": 300, "checkpoint_every": 300, "max_minutes": None,
+            "schedule": {"noise_schedule": "linear", "prediction_type": "epsilon", "learn_sigma": False}})
+    else:
+        values = params[section_name]
+    values = deep_merge(values, {k: v for k, v in {"patch_size": patch, "max_steps": steps,
+                                                    "checkpoint_every": steps}.items() if v is not None})
     for item in overrides:
         values = deep_merge(values, parse_set(item))
     return from_dict(UpsamplerTrainConfig, values, where="upsampler (bench settings)")
@@ -67,8 +77,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--patch", type=int, default=32, help="training crop size in px at the detector's resolution")
+    parser.add_argument("--section", default="unet", choices=["unet", "upsampler"],
+                        help="start from the unet params (ADM's recipe) or the upsampler params")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (unet: 300)")
+    parser.add_argument("--patch", type=int, default=None, help="training crop size in px (unet: 32)")
+    parser.add_argument("--raw", action="store_true", help="also sample with the raw (not EMA) weights")
     parser.add_argument("--sample-steps", type=int, nargs="+", default=[10, 25])
     parser.add_argument("--n-images", type=int, default=64)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
@@ -79,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     params = read_params(args.params)
     paths = section(Paths, "paths", params)
     detector_px = section(DatasetParams, "dataset", params).image_size
-    cfg = upsampler_config(params, args.patch, args.steps, args.overrides)
+    cfg = upsampler_config(params, args.section, args.patch, args.steps, args.overrides)
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"settings: {to_jsonable(cfg)}")
 
@@ -94,11 +107,13 @@ def main(argv: list[str] | None = None) -> None:
     features = JudgeFeatures(load_classifier(paths.judge)).eval()
     reference_features = extract(features, (reference + 1) / 2, 32)
     methods = {"bicubic": (lambda: F.interpolate(low, size=detector_px, mode="bicubic", align_corners=False).clamp(-1, 1))}
-    for steps in args.sample_steps:
-        generators = [torch.Generator().manual_seed(i) for i in range(len(low))]
-        methods[f"upsampler, DDIM {steps}"] = (
-            lambda steps=steps, generators=generators: upsample(result.ema_unet, result.scheduler, low, cfg.factor,
-                                                                steps, generators))
+    weights = {"upsampler": result.ema_unet, **({"upsampler (raw weights)": result.raw_unet} if args.raw else {})}
+    for label, unet in weights.items():
+        upsampler = Upsampler.trained(unet, result.scheduler, cfg)
+        for steps in args.sample_steps:
+            methods[f"{label}, DDIM {steps}"] = (
+                lambda upsampler=upsampler, steps=steps: upsampler(low, steps, [torch.Generator().manual_seed(i)
+                                                                                 for i in range(len(low))]))
     print(f"{len(real)} test images, {cfg.low_res} -> {detector_px} px; real edge energy {edge_energy(real):.4f}")
     print("| method | PSNR dB | edge energy / real | FD (judge) | KID (judge) | ms per image |")
     print("|---|---|---|---|---|---|")

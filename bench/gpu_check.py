@@ -35,8 +35,9 @@ from core.profiles import load_profile, parse_set, profiled_params  # noqa: E402
 from pipelines.profile import profile_path  # noqa: E402
 
 # dvc.yaml's stages in an order that runs each after what it reads (a test checks the set matches).
-ORDER = ("demo_data", "import", "train_unet", "train_classifier", "train_judge", "train_yolo@baseline",
-         "generate", "gen_metrics", "sweep@*", "sweep_plot", "pseudo_label", "pseudo_label_tagged", "copypaste",
+ORDER = ("demo_data", "import", "train_unet", "train_classifier", "train_judge", "train_upsampler",
+         "train_yolo@baseline", "generate", "gen_metrics", "sweep@*", "sweep_plot", "upsample", "pseudo_label",
+         "pseudo_label_tagged", "copypaste",
          "train_yolo@augmented", "train_yolo@selftrain", "train_yolo@copypaste", "evaluate")
 REPORT_SUFFIXES = (".json", ".csv", ".md")
 
@@ -86,14 +87,15 @@ def read_json(path: Path) -> dict | None:
 
 
 def throughput(work: Path, times: pd.DataFrame) -> list[str]:
-    """Training images/s of the UNet and generated images/s of `generate`, where they have run."""
+    """Training images/s of the UNet and the upsampler, generated images/s of `generate`, upsampled
+    images/s of `upsample`, where they have run."""
     lines = []
-    loss = work / "reports" / "unet" / "loss.csv"
-    if loss.is_file():
-        rows = pd.read_csv(loss)
+    for model, folder in (("UNet", "unet"), ("upsampler", "upsampler")):
+        loss = work / "reports" / folder / "loss.csv"
+        rows = pd.read_csv(loss) if loss.is_file() else []
         if len(rows):
-            lines.append(f"- UNet training: {rows['images_per_s'].tail(max(len(rows) // 2, 1)).mean():.0f} images/s "
-                         f"(second half of the run)")
+            lines.append(f"- {model} training: {rows['images_per_s'].tail(max(len(rows) // 2, 1)).mean():.0f} "
+                         f"images/s (second half of the run)")
     generation = read_json(work / "reports" / "generation.json")
     generate_s = times.loc[times["stage"] == "generate", "seconds"]
     if generation and len(generate_s):
@@ -101,6 +103,12 @@ def throughput(work: Path, times: pd.DataFrame) -> list[str]:
         n = overall["guided"]["n"] + overall["control"]["n"]
         lines.append(f"- generate: {n} images in {generate_s.iloc[0]:.0f} s, {n / generate_s.iloc[0]:.1f} images/s "
                      f"(stage wall time, model loading included)")
+    upsample = read_json(work / "reports" / "upsample.json")
+    upsample_s = times.loc[times["stage"] == "upsample", "seconds"]
+    if upsample and len(upsample_s):
+        lines.append(f"- upsample: {upsample['n_images']} images to {upsample['image_size']} px by "
+                     f"{upsample['method']} ({upsample['settings']['steps']} DDIM steps) in {upsample_s.iloc[0]:.0f} s "
+                     f"(stage wall time, the comparison included)")
     return lines
 
 
@@ -110,6 +118,10 @@ def key_figures(work: Path) -> list[str]:
     if unet:
         lines.append(f"- UNet: {unet['steps']} steps, {unet['n_parameters'] / 1e6:.1f} M parameters, "
                      f"{unet['image_size']} px, mixed precision {unet['mixed_precision']}, {unet['train_minutes']} min")
+    upsample = read_json(work / "reports" / "upsample.json")
+    if upsample:
+        lines += [f"- upsampled images vs real ({method}): FD {m['fd']}, KID {m['kid_mean']}, edge energy "
+                  f"x{m['edge_energy_vs_real']}" for method, m in upsample["methods"].items()]
     generation = read_json(work / "reports" / "generation.json")
     if generation:
         overall = generation["overall"]

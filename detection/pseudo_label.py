@@ -76,7 +76,7 @@ class Decision:
 
 
 def synthetic_pool(synthetic: Path | str, names: Sequence[str], require_target: bool) -> list[PoolImage]:
-    """The synthetic images of `generate` (augment.synthetic), grouped by target class."""
+    """Synthetic images in the contract of augment.synthetic (stage upsample's), grouped by target class."""
     frame = read_generated(synthetic, names)
     return [PoolImage(row.image_id, Path(row.abspath),
                       frozenset({names.index(row.target)}) if require_target else frozenset(), None, row.target)
@@ -190,8 +190,8 @@ def run(pool: Sequence[PoolImage], weights: Path | str, settings: PseudoLabelSet
         names: Sequence[str], out_dir: Path, size: int) -> dict[str, Any]:
     """Label `pool` with the detector at `weights`, write the kept images as a YOLO layout; the report.
 
-    Every image is first brought to size x size, the prepared images' (the synthetic ones are made at
-    the generative resolution: bicubic upsampling, `detection.prepared.resample_rgb`)."""
+    Every image is first brought to size x size, the prepared images' (`detection.prepared.resample_rgb`;
+    stage upsample already delivers the synthetic ones at that size)."""
     if not pool:
         raise StageError("pseudo_label: the image pool is empty")
     images = [read_rgb(p.path, size) for p in pool]

@@ -1,7 +1,7 @@
 """Start a stage under params.yaml `launch.accelerate`: `python -m pipelines.launch pipelines.<stage> [args]`.
 
-dvc.yaml starts the accelerate stages (train_unet, train_classifier, train_judge, generate) through
-this instead of templating `${launch.accelerate}` into their `cmd`: the launcher says where a
+dvc.yaml starts the accelerate stages (train_unet, train_classifier, train_judge, train_upsampler,
+generate) through this instead of templating `${launch.accelerate}` into their `cmd`: the launcher says where a
 stage runs (one process, four GPUs), not what it computes, so changing it must not make DVC
 retrain the models. Reads the same `--params` file as the stage, then replaces this process with
 `<launch.accelerate> -m pipelines.<stage> [args]` (`python` is this interpreter).

@@ -1,13 +1,14 @@
 """Stages `pseudo_label` and `pseudo_label_tagged`: the baseline detector boxes an image pool.
 
-`--pool synthetic` (stage `pseudo_label`): the generated images of <paths.synthetic>, kept when a
-box of their target class is found; writes <paths.pseudo>/synthetic/ + <paths.reports>/pseudo_label.json.
+`--pool synthetic` (stage `pseudo_label`): the generated images at the detector's resolution
+(<paths.upsampled>, stage upsample), kept when a box of their target class is found; writes
+<paths.pseudo>/synthetic/ + <paths.reports>/pseudo_label.json.
 `--pool tagged` (stage `pseudo_label_tagged`, the self-training control): the real `tagged` split
 of <paths.prepared>, checked against its image-level tags; writes <paths.pseudo>/tagged/ +
 <paths.reports>/pseudo_label_tagged.json. Both use the baseline detector of the first seed in
 `yolo.seeds` (<paths.yolo>/baseline/seed_<s>/best.pt) and the params `pseudo_label`, `yolo.train.imgsz`
 and `yolo.seeds`; each output holds images/, labels/, manifest.csv, params.json, with every image at
-the prepared images' size (the synthetic ones are upsampled from the generative resolution).
+the prepared images' size.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _main(argv: list[str] | None) -> None:
     imgsz = yolo.train.imgsz
     names = class_names(paths.prepared)
     if args.pool == "synthetic":
-        pool = pseudo_label.synthetic_pool(paths.synthetic, names, settings.require_target)
+        pool = pseudo_label.synthetic_pool(paths.upsampled, names, settings.require_target)
     else:
         pool = pseudo_label.tagged_pool(load_manifest(paths.prepared, ("tagged",)), names)
     weights = seed_dir(paths.yolo / "baseline", yolo.seeds[0]) / "best.pt"

@@ -32,10 +32,13 @@ class Paths:
     prepared: Path           # import output, the prepared-dataset contract (detection.prepared)
     unet: Path               # models: save_pretrained folders
     unet_checkpoints: Path
+    upsampler: Path
+    upsampler_checkpoints: Path
     classifier: Path
     judge: Path
     yolo: Path               # one folder per variant
     synthetic: Path          # generate output (augment.synthetic)
+    upsampled: Path          # upsample output: the guided images at the detector's resolution (same contract)
     sweep: Path              # one folder per guidance scale
     pseudo: Path             # the variants' added images: synthetic/, tagged/ (pseudo-labelled), copypaste/
     reports: Path            # every report, metric and figure

@@ -20,10 +20,11 @@ from PIL import Image
 from torch import nn
 
 from augment.classifier import NoisyLitterClassifier
-from augment.settings import GenerateSettings, GenMetricsSettings, SweepSettings
+from augment.settings import GenerateSettings, GenMetricsSettings, SweepSettings, UpsampleSettings
 from augment.train_classifier import ClassifierTrainConfig
 from augment.train_unet import UNetTrainConfig
-from augment.unet import ArchConfig, ScheduleConfig
+from augment.unet import ArchConfig, ScheduleConfig, build_scheduler
+from augment.upsampler import PatchesWithLowRes, Upsampler, UpsamplerTrainConfig
 from core.params import deep_merge, from_dict
 from detection.copypaste import CopyPasteSettings
 from detection.demo import DemoSettings
@@ -52,7 +53,7 @@ SECTIONS = {"paths": Paths, "launch": Launch, "demo": DemoSettings, "dataset": D
             "yolo": YoloParams, "generate": GenerateSettings, "gen_metrics": GenMetricsSettings,
             "sweep": SweepSettings, "pseudo_label": PseudoLabelSettings, "evaluate": EvaluateSettings,
             "copypaste": CopyPasteSettings, "unet": UNetTrainConfig, "classifier": ClassifierTrainConfig,
-            "judge": ClassifierTrainConfig}
+            "judge": ClassifierTrainConfig, "upsampler": UpsamplerTrainConfig, "upsample": UpsampleSettings}
 
 TINY_NET = {"block_out_channels": [16, 32], "attention_resolutions": [8], "attention_head_dim": 16,
             "norm_num_groups": 8}
@@ -65,6 +66,10 @@ TINY = {
              "log_every": 1, "n_samples": 4, "sample_steps": 4},
     "classifier": {"image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4},
     "judge": {"image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4},
+    "upsampler": {"image_size": 32, "low_res": 16, "patch_size": 16, "model": {**TINY_NET, "attention_resolutions": []},
+                  "batch_size": 8, "max_steps": 4, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 1,
+                  "n_samples": 2, "sample_steps": 2},
+    "upsample": {"steps": 2, "batch_size": 4},
     "yolo": {"train": {"epochs": 1, "imgsz": 32, "batch": 8, "device": "cpu", "extra": {"mosaic": 0.0}},
              "seeds": [0, 1]},
     "generate": {"steps": 4, "balance_factor": 0.0, "min_per_class": 2, "control_per_class": 1, "batch_size": 8},
@@ -252,6 +257,19 @@ def tiny_noisy_classifier(class_names=("c0", "c1", "c2"), size: int = 16, seed: 
     torch.manual_seed(seed)
     arch = tiny_arch(block_out_channels=[16, 16], attention_resolutions=[], attention_head_dim=8)
     return NoisyLitterClassifier.from_arch(class_names, size, 1000, arch, pool, where="test").eval()
+
+
+# The tiny upsampler brings 4-px images to the tiny prepared 16 px (factor 4), trained on 8-px crops.
+TINY_UPSAMPLER = {"image_size": TINY_SIZE, "low_res": 4, "patch_size": 8, "target": "image", "residual_scale": 1.0,
+                  "schedule": {"noise_schedule": "linear", "prediction_type": "epsilon"}, "snr_gamma": None,
+                  "batch_size": 4, "mixed_precision": "no"}
+
+
+def tiny_upsampler(**overrides: Any) -> Upsampler:
+    """An untrained tiny upsampler (TINY_UPSAMPLER with `overrides`), as training would hand it over."""
+    cfg = settings(UpsamplerTrainConfig, "upsampler", **{**TINY_UPSAMPLER, **overrides})
+    torch.manual_seed(0)
+    return Upsampler.trained(PatchesWithLowRes(cfg).build(cfg, TINY_SIZE).eval(), build_scheduler(cfg.schedule), cfg)
 
 
 def tiny_unet(out_channels: int = 3, seed: int = 0, size: int = 16) -> UNet2DModel:

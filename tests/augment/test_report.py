@@ -70,3 +70,19 @@ def test_missing_outputs_are_said_not_fatal_and_malformed_json_is_one_line(tmp_p
     (tmp_path / "generation.json").write_text("{oops")
     with pytest.raises(StageError, match=r"generation.json: malformed JSON"):
         synthetic_section(tmp_path)
+
+
+def test_the_upsampler_part_puts_the_method_used_first_beside_plain_resampling(tmp_path):
+    def method(fd, edges):
+        return {"n_generated": 12, "fd": fd, "kid_mean": 0.25, "precision": 0.5, "recall": 0.75,
+                "edge_energy_vs_real": edges}
+
+    (tmp_path / "upsample.json").write_text(json.dumps({
+        "method": "diffusion", "image_size": 128, "n_images": 12, "real_split": "test", "extractor": "judge",
+        "note": "Ranks the methods.", "methods": {"bicubic": method(2.5, 0.5), "diffusion": method(1.5, 1.0)}}))
+    text = synthetic_section(tmp_path)
+    assert "## Upsampler vs plain resampling (`upsample.json`)" in text
+    assert "The 12 guided images brought to 128 px, against the real `test` images" in text and "Ranks the methods." in text
+    lines = [line for line in text.splitlines() if line.startswith("| diffusion") or line.startswith("| bicubic")]
+    assert lines == ["| diffusion (used) | 12 | 1.500 | 0.250 | 0.500 | 0.750 | 1.000 |",
+                     "| bicubic | 12 | 2.500 | 0.250 | 0.500 | 0.750 | 0.500 |"]

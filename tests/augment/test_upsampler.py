@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
 
+from augment.samplers import sample
 from augment.train_unet import UNetTrainConfig, train_unet
 from augment.unet import build_scheduler, build_unet
-from augment.upsampler import LowResConditioned, PatchesWithLowRes, UpsamplerTrainConfig, low_res_condition, upsample
-from core.params import from_dict, to_jsonable
-from tests.support import TINY_SIZE, adm_schedule, settings, tiny_arch
+from augment.upsampler import (
+    LowResConditioned,
+    PatchesWithLowRes,
+    Upsampler,
+    UpsamplerTrainConfig,
+    bilinear,
+    low_res_condition,
+    upsample_images,
+)
+from core.errors import StageError
+from tests.support import TINY_SIZE, TINY_UPSAMPLER, adm_schedule, settings, tiny_arch, tiny_upsampler
 
-SCENE = settings(UNetTrainConfig, "unet", seed=5, snr_gamma=None, batch_size=4, grad_accum=1, lr=1e-3, warmup_steps=1,
-                 mixed_precision="no", max_steps=4, checkpoint_every=2, log_every=1, n_samples=2, sample_steps=2)
-# The tiny prepared images are 16 px; the upsampler brings 4-px images to them (factor 4) from 8-px crops.
-TINY = from_dict(UpsamplerTrainConfig, {**to_jsonable(SCENE), "image_size": TINY_SIZE, "low_res": 4, "patch_size": 8,
-                                        "schedule": to_jsonable(adm_schedule(noise_schedule="linear"))},
-                 where="tiny upsampler")
+TINY = settings(UpsamplerTrainConfig, "upsampler", **TINY_UPSAMPLER, seed=5, max_steps=4, checkpoint_every=2)
+SCENE = settings(UNetTrainConfig, "unet", seed=5, batch_size=4, mixed_precision="no", max_steps=2)
+RESIDUAL = dataclasses.replace(TINY, target="residual", residual_scale=4.0)
 
 
 def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -53,9 +60,22 @@ def test_the_model_sees_x_t_and_the_conditioning_and_predicts_three_channels():
     view = PatchesWithLowRes(TINY)
     unet = view.build(TINY, TINY_SIZE)
     assert (unet.config.in_channels, unet.config.out_channels, unet.config.sample_size) == (6, 3, 8)
-    x_t, x0 = torch.randn(2, 3, 8, 8), torch.rand(2, 3, 8, 8) * 2 - 1
-    model_input = view.model_input(x_t, x0)
-    assert torch.equal(model_input[:, :3], x_t) and torch.equal(model_input[:, 3:], low_res_condition(x0, 4))
+    assert not any("Attention" in type(m).__name__ for m in unet.modules())  # convolutional: crops and wholes alike
+    images = torch.rand(2, 3, 8, 8) * 2 - 1
+    x0, condition = view.split(images)
+    assert torch.equal(x0, images) and torch.equal(condition, low_res_condition(images, 4))
+    x_t = torch.randn(2, 3, 8, 8)
+    model_input = view.model_input(x_t, condition)
+    assert torch.equal(model_input[:, :3], x_t) and torch.equal(model_input[:, 3:], condition)
+
+
+def test_the_residual_target_diffuses_the_scaled_detail_the_conditioning_lacks():
+    images = torch.rand(2, 3, 8, 8) * 2 - 1
+    x0, condition = PatchesWithLowRes(RESIDUAL).split(images)
+    assert torch.equal(condition, low_res_condition(images, 4))
+    assert torch.allclose(x0, 4.0 * (images - condition), atol=1e-6)
+    flat, _ = PatchesWithLowRes(RESIDUAL).split(torch.full((1, 3, 8, 8), 0.3))
+    assert torch.allclose(flat, torch.zeros_like(flat), atol=1e-6)  # nothing to add to a flat image
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -63,6 +83,10 @@ def test_the_model_sees_x_t_and_the_conditioning_and_predicts_three_channels():
     ({"low_res": 16}, "low_res: 16 px must divide image_size 16 at least twice over"),
     ({"patch_size": 6}, "patch_size: 6 must be a multiple of the upsampling factor 4 and at most image_size 16"),
     ({"patch_size": 20}, "patch_size: 20 must be a multiple of the upsampling factor 4 and at most image_size 16"),
+    ({"target": "edges"}, "target: 'edges' is not one of image, residual"),
+    ({"residual_scale": 0.0}, "residual_scale: must be > 0, got 0.0"),
+    ({"model": tiny_arch()}, "model.attention_resolutions: must be empty: the upsampler learns from crops and "
+                             "upsamples whole images, which only a convolutional model sees alike"),
 ])
 def test_sizes_that_do_not_fit_the_factor_are_refused(changes, message):
     with pytest.raises(ValueError, match=f"^{message}$"):
@@ -79,24 +103,54 @@ def test_trains_through_the_scene_unets_loop_and_resumes_to_the_same_weights(tin
     assert resumed.summary["resumed_from"].name == "step_00000002"
     a, b = state(straight.raw_unet), state(resumed.raw_unet)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
-    scene = train_unet(dataclasses.replace(SCENE, max_steps=2), tiny_prepared, tmp_path / "b")
+    scene = train_unet(SCENE, tiny_prepared, tmp_path / "b")
     assert scene.summary["steps"] == 2  # the scene UNet's checkpoints in the same folder are not the upsampler's
     assert scene.summary["resumed_from"] is None
 
 
+def seeded(n: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(i) for i in range(n)]
+
+
 def test_upsampling_gives_the_detector_resolution_deterministically_and_follows_the_low_res_image():
-    torch.manual_seed(0)
-    unet = build_unet(tiny_arch(), adm_schedule(noise_schedule="linear"), 8, in_channels=6).eval()
-    scheduler = build_scheduler(adm_schedule(noise_schedule="linear"))
+    upsampler = tiny_upsampler()
     low = torch.rand(2, 3, 4, 4) * 2 - 1
-
-    def run(images):
-        return upsample(unet, scheduler, images, 4, 3, [torch.Generator().manual_seed(i) for i in range(2)])
-
-    out = run(low)
+    out = upsampler(low, 3, seeded(2))
     assert out.shape == (2, 3, 16, 16) and out.min() >= -1 and out.max() <= 1
-    assert torch.equal(out, run(low))
-    assert not torch.allclose(out, run(-low))
+    assert torch.equal(out, upsampler(low, 3, seeded(2)))
+    assert not torch.allclose(out, upsampler(-low, 3, seeded(2)))
+    assert upsampler.scheduler.config.clip_sample_range == 1.0
+
+
+def test_the_residual_upsampler_adds_the_sampled_detail_to_the_conditioning():
+    upsampler = tiny_upsampler(target="residual", residual_scale=4.0)
+    assert upsampler.scheduler.config.clip_sample_range == 4.0  # a residual of at most the image range
+    low = torch.rand(2, 3, 4, 4) * 2 - 1
+    condition = bilinear(low, 16)
+    detail = sample("ddim", LowResConditioned(upsampler.unet, condition), upsampler.scheduler, seeded(2), steps=3)
+    expected = (condition + detail / 4.0).clamp(-1, 1)
+    assert torch.allclose(upsampler(low, 3, seeded(2)), expected, atol=1e-6)
+
+
+def test_a_saved_upsampler_loads_as_it_was_and_its_absence_is_one_line(tmp_path):
+    upsampler = tiny_upsampler(target="residual", residual_scale=4.0)
+    upsampler.save(tmp_path / "up")
+    loaded = Upsampler.load(tmp_path / "up")
+    assert (loaded.factor, loaded.target, loaded.residual_scale) == (4, "residual", 4.0)
+    low = torch.rand(1, 3, 4, 4) * 2 - 1
+    assert torch.allclose(loaded(low, 2, seeded(1)), upsampler(low, 2, seeded(1)), atol=1e-6)
+    with pytest.raises(StageError, match="upsampler.json: missing; run stage train_upsampler first$"):
+        Upsampler.load(tmp_path / "nothing")
+
+
+def test_upsampled_uint8_images_do_not_depend_on_the_batching():
+    upsampler = tiny_upsampler()
+    images = [np.random.default_rng(i).integers(0, 256, (4, 4, 3), dtype=np.uint8) for i in range(3)]
+    one_by_one = upsample_images(upsampler, images, [7, 8, 9], steps=2, batch_size=1)
+    together = upsample_images(upsampler, images, [7, 8, 9], steps=2, batch_size=3)
+    assert [a.shape for a in together] == [(16, 16, 3)] * 3 and together[0].dtype == np.uint8
+    assert all(np.array_equal(a, b) for a, b in zip(one_by_one, together))
+    assert not np.array_equal(upsample_images(upsampler, images[:1], [1], 2, 1)[0], together[0])
 
 
 def test_the_samplers_see_a_three_channel_model_that_always_gets_the_conditioning():
@@ -119,4 +173,4 @@ def test_the_samplers_see_a_three_channel_model_that_always_gets_the_conditionin
 def test_a_scene_unet_is_not_an_upsampler():
     unet = build_unet(tiny_arch(), adm_schedule(), 8)
     with pytest.raises(ValueError, match="an upsampler has 6 input channels"):
-        upsample(unet, build_scheduler(adm_schedule()), torch.zeros(1, 3, 4, 4), 4, 2, [torch.Generator()])
+        Upsampler(unet, build_scheduler(adm_schedule()), 4, "image", 1.0)

@@ -63,7 +63,8 @@ def pipeline_copy(tmp_path_factory) -> Path:
 # Logs of how long things took and the UNet's resume state (it keeps the elapsed time): no stage
 # reads them, and they differ between any two runs.
 RUN_RECORDS = ("checkpoints/unet", "reports/unet/training.json", "reports/unet/loss.csv", "reports/classifier.json",
-               "reports/judge.json",
+               "reports/judge.json", "checkpoints/upsampler", "reports/upsampler/training.json",
+               "reports/upsampler/loss.csv",
                "reports/yolo/baseline", "reports/yolo/augmented", "reports/yolo/selftrain", "reports/yolo/copypaste")
 
 
@@ -77,7 +78,7 @@ def out_hashes(workdir: Path) -> dict[str, str]:
 def test_full_repro_runs_every_stage_and_writes_every_declared_output(pipeline_copy):
     listed = {line.split()[0] for line in dvc(pipeline_copy, "stage", "list").splitlines() if line.strip()}
     locked = yaml.safe_load((pipeline_copy / "dvc.lock").read_text())["stages"]
-    assert set(locked) == listed and len(listed) == 18  # 4 YOLO variants and 2 sweep scales expanded
+    assert set(locked) == listed and len(listed) == 20  # 4 YOLO variants and 2 sweep scales expanded
     outs = [out["path"] for stage in locked.values() for out in stage.get("outs", [])]
     missing = [path for path in outs if not (pipeline_copy / path).exists()]
     assert len(outs) >= 30 and not missing, f"declared but not written: {missing}"
@@ -95,8 +96,14 @@ def test_every_variant_trains_every_seed_at_the_detector_resolution_and_is_score
     variants = ("baseline", "augmented", "selftrain", "copypaste")
     for variant in variants:
         assert all((pipeline_copy / f"models/yolo/{variant}/seed_{s}/best.pt").is_file() for s in seeds), variant
-    # the generative models work at 16 px; what reaches the detector is at the prepared 32 px
+    # the generative models work at 16 px; the upsampler brings their images to the prepared 32 px
     assert Image.open(next((pipeline_copy / "data/synthetic/images").glob("*.png"))).size == (16, 16)
+    upsampled = list((pipeline_copy / "data/upsampled/images").glob("*.png"))
+    assert len(upsampled) == len(list((pipeline_copy / "data/synthetic/images").glob("*.png")))
+    assert all(Image.open(p).size == (32, 32) for p in upsampled)
+    upsample = json.loads((pipeline_copy / "reports/upsample.json").read_text())
+    assert upsample["method"] == "diffusion" and set(upsample["methods"]) == {"diffusion", "bicubic"}
+    assert "Upsampler vs plain resampling" in (pipeline_copy / "reports/report.md").read_text()
     pseudo = list((pipeline_copy / "data/pseudo/synthetic/images").glob("*.png"))
     assert all(Image.open(p).size == (32, 32) for p in pseudo)
     metrics = json.loads((pipeline_copy / "reports/metrics.json").read_text())
@@ -181,5 +188,5 @@ def test_changing_the_guidance_scale_reruns_only_generation_and_what_follows(pip
     # train_yolo@copypaste reruns only if the copy-paste images changed: they copy the classes of the
     # augmented images, not their pixels, so the same classes give the same pasted images
     assert ran - {"train_yolo@copypaste"} == {
-        "generate", "gen_metrics", "pseudo_label", "train_yolo@augmented", "copypaste", "evaluate"}
+        "generate", "gen_metrics", "upsample", "pseudo_label", "train_yolo@augmented", "copypaste", "evaluate"}
     assert stages_run(dvc(pipeline_copy, "repro")) == set()

@@ -56,7 +56,7 @@ def test_set_overrides_come_after_the_profiles_and_parse_as_yaml():
 @pytest.mark.parametrize("override, message", [
     ({"unet": {"modle": {"dropout": 0.1}}}, "^profile: unet.modle: params.yaml has no such key$"),
     ({"yolo": {"train": {"epoch": 3}}}, "^profile: yolo.train.epoch: params.yaml has no such key$"),
-    ({"upsampler": {"max_steps": 3}}, "^profile: upsampler: params.yaml has no such key$"),
+    ({"upsampling": {"max_steps": 3}}, "^profile: upsampling: params.yaml has no such key$"),
 ])
 def test_a_key_params_yaml_lacks_is_an_error_naming_it(override, message):
     with pytest.raises(StageError, match=message):

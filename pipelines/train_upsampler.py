@@ -1,0 +1,43 @@
+"""Stage train_upsampler: ADM's super-resolution model, from the generative resolution to the detector's.
+
+Trains `augment.upsampler` on crops of the prepared train + tagged images (params `upsampler`) with
+the scene UNet's machinery: resumable from <paths.upsampler_checkpoints>/, `accelerate launch`
+ready (only the main process writes). Writes <paths.upsampler>/ (the EMA model, upsampler.json,
+params.json, samples.png: real | bicubic | upsampled `val` images) and <paths.reports>/upsampler/
+(loss.csv, training.json).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from augment.train_unet import train_unet
+from augment.upsampler import PatchesWithLowRes, UpsamplerTrainConfig, write_upsampler_outputs
+from core.errors import StageError
+from core.io import atomic_dirs
+from core.params import section
+from detection.prepared import image_size
+from pipelines.stage import run_stage, stage_args
+
+
+def _main(argv: list[str] | None) -> None:
+    _, params, paths = stage_args(__doc__, argv)
+    cfg = section(UpsamplerTrainConfig, "upsampler", params)
+    prepared_px, generative_px = image_size(paths.prepared), params["unet"]["image_size"]
+    if (cfg.image_size, cfg.low_res) != (prepared_px, generative_px):
+        raise StageError(f"params.yaml: upsampler: image_size {cfg.image_size} / low_res {cfg.low_res} must be the "
+                         f"prepared images' {prepared_px} px / unet.image_size {generative_px}")
+    result = train_unet(cfg, paths.prepared, paths.upsampler_checkpoints, view=PatchesWithLowRes(cfg))
+    if result.is_main:
+        with atomic_dirs(paths.upsampler, paths.reports / "upsampler") as (model_dir, report_dir):
+            write_upsampler_outputs(result, cfg, paths.prepared, model_dir, report_dir)
+        print(f"train_upsampler: {result.summary['steps']} steps ({result.summary['stop_reason']}), "
+              f"{cfg.low_res} -> {cfg.image_size} px -> {paths.upsampler}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -166,10 +166,14 @@ class Upsampler:
         folder = Path(folder)
         if not (folder / "upsampler.json").is_file():
             raise StageError(f"{folder / 'upsampler.json'}: missing; run stage train_upsampler first")
-        meta = json.loads((folder / "upsampler.json").read_text())
+        try:
+            meta = json.loads((folder / "upsampler.json").read_text())
+            factor, target, scale = int(meta["factor"]), str(meta["target"]), float(meta["residual_scale"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise StageError(f"{folder / 'upsampler.json'}: unreadable ({type(err).__name__}: {err}); "
+                             "run stage train_upsampler again") from None
         unet = UNet2DModel.from_pretrained(folder).to(device).eval()
-        return cls(unet, DDPMScheduler.from_pretrained(folder / "scheduler"), int(meta["factor"]), meta["target"],
-                   float(meta["residual_scale"]))
+        return cls(unet, DDPMScheduler.from_pretrained(folder / "scheduler"), factor, target, scale)
 
     @torch.no_grad()
     def __call__(self, low: torch.Tensor, steps: int, generators: Sequence[torch.Generator]) -> torch.Tensor:

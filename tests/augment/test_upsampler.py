@@ -141,6 +141,10 @@ def test_a_saved_upsampler_loads_as_it_was_and_its_absence_is_one_line(tmp_path)
     assert torch.allclose(loaded(low, 2, seeded(1)), upsampler(low, 2, seeded(1)), atol=1e-6)
     with pytest.raises(StageError, match="upsampler.json: missing; run stage train_upsampler first$"):
         Upsampler.load(tmp_path / "nothing")
+    (tmp_path / "up" / "upsampler.json").write_text('{"factor": 4}')
+    with pytest.raises(StageError, match=r"upsampler.json: unreadable \(KeyError: 'target'\); run stage "
+                                         "train_upsampler again$"):
+        Upsampler.load(tmp_path / "up")
 
 
 def test_upsampled_uint8_images_do_not_depend_on_the_batching():

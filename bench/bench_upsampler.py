@@ -45,12 +45,13 @@ from pipelines.stage import Paths  # noqa: E402
 
 def upsampler_config(params: dict, section_name: str, patch: int | None, steps: int | None,
                      overrides: list[str]) -> UpsamplerTrainConfig:
-    """The `unet` section made an upsampler (ADM's: linear eps schedule, image target), or the
+    """The `unet` section made an upsampler (ADM's: linear eps schedule, image target; no attention), or the
     `upsampler` section as it is; then --patch, --steps and --set."""
     if section_name == "unet":
         values = deep_merge(params["unet"], {
             "image_size": params["dataset"]["image_size"], "low_res": params["unet"]["image_size"], "patch_size": 32,
             "target": "image", "residual_scale": 1.0, "max_steps": 300, "checkpoint_every": 300, "max_minutes": None,
+            "model": {"attention_resolutions": []},  # convolutional: crops in training, whole images in sampling
             "schedule": {"noise_schedule": "linear", "prediction_type": "epsilon", "learn_sigma": False}})
     else:
         values = params[section_name]

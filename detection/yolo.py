@@ -130,8 +130,8 @@ def ultralytics_offline() -> ModuleType:
     from ultralytics.utils import SETTINGS, patches, torch_utils
 
     # ultralytics sets CPU torch to its own thread count (cores - 1, so 1 on 2 cores) whenever it
-    # selects a device; the stage's count (`launch.torch_threads`) stays: 1.3x faster training on 2
-    # cores, and the same weights on any machine at the same count.
+    # selects a device; the stage's count (`launch.torch_threads`) stays, so the weights depend on
+    # the params, not on how many cores the machine has.
     torch_utils.NUM_THREADS = torch.get_num_threads()
 
     # ultralytics wraps PIL.Image.open process-wide so that an unidentifiable image triggers a

@@ -102,13 +102,17 @@ def test_pools_read_targets_and_tags(tmp_path, tiny_prepared):
         synthetic_pool(tmp_path / "data" / "synthetic", NAMES, require_target=True)
 
 
+# pseudo_label reads stage upsample's output; these tests hand it generate's (the same contract) directly.
+SYNTHETIC_AS_UPSAMPLED = {"upsampled": "data/synthetic"}
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A directory with tiny prepared data + synthetic images and a one-epoch baseline."""
     root = tmp_path_factory.mktemp("pseudo")
     write_tiny_prepared(root)
-    make_synthetic(root, n=9, size=8)  # made at half the prepared size: pseudo_label brings them up to it
-    write_params(root, **TINY_DETECTION)
+    make_synthetic(root, n=9, size=8)  # at half the prepared size: pseudo_label brings any size up to it
+    write_params(root, **TINY_DETECTION, paths=SYNTHETIC_AS_UPSAMPLED)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         assert train_yolo.main(["--variant", "baseline"]) == 0
@@ -150,7 +154,7 @@ def test_pseudo_label_stages_end_to_end(trained, monkeypatch):
 
 def test_pseudo_label_needs_the_baseline(tmp_path, tiny_prepared, monkeypatch, capsys):
     make_synthetic(tmp_path)
-    write_params(tmp_path, **TINY_DETECTION)
+    write_params(tmp_path, **TINY_DETECTION, paths=SYNTHETIC_AS_UPSAMPLED)
     monkeypatch.chdir(tmp_path)
     assert pseudo_label.main([]) == 2
     assert capsys.readouterr().err == "error: models/yolo/baseline/seed_0/best.pt: weights not found; run train_yolo first\n"

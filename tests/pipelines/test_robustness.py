@@ -113,7 +113,7 @@ def test_damaged_detector_weights_stop_pseudo_label_with_one_line(tmp_path, monk
     make_synthetic(tmp_path)
     (tmp_path / "models/yolo/baseline/seed_0").mkdir(parents=True)
     (tmp_path / "models/yolo/baseline/seed_0/best.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
-    write_params(tmp_path, **TINY_DETECTION)
+    write_params(tmp_path, **TINY_DETECTION, paths={"upsampled": "data/synthetic"})  # generate's images, as upsample's
     monkeypatch.chdir(tmp_path)
     assert run("pseudo_label", [], capsys).startswith("models/yolo/baseline/seed_0/best.pt: unreadable YOLO weights (")
     assert not list((tmp_path / "data").glob("pseudo/**/*"))

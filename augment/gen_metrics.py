@@ -109,9 +109,12 @@ def build_extractor(settings: GenMetricsSettings, judge: nn.Module) -> nn.Module
 def load_images(paths: Sequence[Path | str], size: int) -> torch.Tensor:
     """RGB images resampled to size x size (`detection.prepared.resample_rgb`) -> float [N, 3, size, size] in [0, 1]."""
     arrays = [read_rgb(path, size) for path in paths]
-    if not arrays:
-        return torch.zeros(0, 3, 1, 1)
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+    return as_unit_batch(arrays) if arrays else torch.zeros(0, 3, 1, 1)
+
+
+def as_unit_batch(images: Sequence[np.ndarray]) -> torch.Tensor:
+    """uint8 [H, W, 3] images -> float [N, 3, H, W] in [0, 1], the extractors' input."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
 
 
 @torch.no_grad()

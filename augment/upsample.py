@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from augment.gen_metrics import build_extractor, distances, extract
+from augment.gen_metrics import as_unit_batch, build_extractor, distances, extract
 from augment.settings import GenMetricsSettings, UpsampleSettings
 from augment.synthetic import MANIFEST_COLUMNS
 from augment.upsampler import Upsampler, upsample_images
@@ -48,11 +48,6 @@ def edge_energy(images: torch.Tensor) -> float:
     """Mean absolute difference of horizontally and vertically neighbouring pixels, images [N, 3, H, W]."""
     return float(((images[..., 1:, :] - images[..., :-1, :]).abs().mean()
                   + (images[..., :, 1:] - images[..., :, :-1]).abs().mean()) / 2)
-
-
-def as_batch(images: Sequence[np.ndarray]) -> torch.Tensor:
-    """uint8 [H, W, 3] images -> float [N, 3, H, W] in [0, 1]."""
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
 
 
 def upsampled(generated: pd.DataFrame, settings: UpsampleSettings, upsampler: Upsampler | None,
@@ -79,11 +74,11 @@ def upsampled(generated: pd.DataFrame, settings: UpsampleSettings, upsampler: Up
 def compare_methods(results: dict[str, list[np.ndarray]], real: Sequence[np.ndarray], extractor: nn.Module,
                     settings: GenMetricsSettings) -> dict[str, dict]:
     """Per method: FD / KID / precision / recall against `real` and the edge energy relative to real."""
-    real_batch = as_batch(real)
+    real_batch = as_unit_batch(real)
     real_features, real_edges = extract(extractor, real_batch, settings.batch_size), edge_energy(real_batch)
     out = {}
     for method, images in results.items():
-        batch = as_batch(images)
+        batch = as_unit_batch(images)
         out[method] = {**distances(real_features, extract(extractor, batch, settings.batch_size), settings),
                        "edge_energy_vs_real": round(edge_energy(batch) / real_edges, 4)}
     return out

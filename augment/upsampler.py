@@ -106,10 +106,8 @@ class PatchesWithLowRes:
         """(x_0, conditioning): the image, or its scaled residual over the conditioning; the image area-
         downsampled by the factor and bilinearly upsampled back."""
         condition = low_res_condition(images, self.factor)
-        return self.diffused(images, condition), condition
-
-    def diffused(self, images: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        return (images - condition) * self.residual_scale if self.target == "residual" else images
+        x0 = (images - condition) * self.residual_scale if self.target == "residual" else images
+        return x0, condition
 
     def model_input(self, x_t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         return torch.cat([x_t, condition], dim=1)

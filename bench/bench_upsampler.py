@@ -36,6 +36,7 @@ from augment.classifier import load_classifier  # noqa: E402
 from augment.data import load_image_set, to_model_range  # noqa: E402
 from augment.gen_metrics import JudgeFeatures, extract, frechet_distance, kernel_inception_distance  # noqa: E402
 from augment.train_unet import train_unet  # noqa: E402
+from augment.upsample import edge_energy  # noqa: E402
 from augment.upsampler import PatchesWithLowRes, Upsampler, UpsamplerTrainConfig  # noqa: E402
 from core.params import deep_merge, from_dict, read_params, section, to_jsonable  # noqa: E402
 from core.profiles import parse_set  # noqa: E402
@@ -60,12 +61,6 @@ def upsampler_config(params: dict, section_name: str, patch: int | None, steps: 
     for item in overrides:
         values = deep_merge(values, parse_set(item))
     return from_dict(UpsamplerTrainConfig, values, where="upsampler (bench settings)")
-
-
-def edge_energy(images: torch.Tensor) -> float:
-    """Mean absolute difference of horizontally and vertically neighbouring pixels, images in [-1, 1]."""
-    return float(((images[..., 1:, :] - images[..., :-1, :]).abs().mean()
-                  + (images[..., :, 1:] - images[..., :, :-1]).abs().mean()) / 2)
 
 
 def psnr(images: torch.Tensor, real: torch.Tensor) -> float:

@@ -10,7 +10,8 @@ min..max), and every variant's delta against the first gets the interval of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -68,6 +69,7 @@ class Evaluation:
     summaries: dict[str, list[Summary]]       # variant -> one per seed, on the whole test split
     pooled: dict[str, Summary]                # variant -> every seed's matches together (PR curves)
     deltas: dict[str, Delta]                  # every variant but the reference
+    training: dict[str, dict[str, int]] = field(default_factory=dict)  # variant -> train images, epochs
 
     @property
     def reference(self) -> str:
@@ -110,7 +112,21 @@ def evaluate(prepared: Path | str, models: Path | str, names: list[str], setting
     summaries = {v: [summarize(m, n) for m in per_seed] for v, per_seed in matches.items()}
     pooled = {v: summarize([m for seed in per_seed for m in seed], n) for v, per_seed in matches.items()}
     deltas = bootstrap_deltas(matches, n, settings.bootstrap)
-    return Evaluation(names, tuple(seeds), images, detections, summaries, pooled, deltas)
+    training = {v: training_record(Path(models) / v) for v in settings.variants}
+    return Evaluation(names, tuple(seeds), images, detections, summaries, pooled, deltas,
+                      {v: record for v, record in training.items() if record})
+
+
+def training_record(variant_dir: Path) -> dict[str, int]:
+    """What a variant trained on, from the params.json train_yolo writes: {"images", "epochs"} ({} if absent)."""
+    path = variant_dir / "params.json"
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+        return {"images": int(record["n_images"]["train"]), "epochs": int(record["epochs"])}
+    except (ValueError, KeyError, TypeError) as err:
+        raise StageError(f"{path}: not a train_yolo params.json ({err}); rerun train_yolo") from None
 
 
 def finite(x: float, digits: int | None = None) -> float | None:

@@ -119,6 +119,8 @@ def overall_table(ev: Evaluation) -> pd.DataFrame:
     for v in ev.summaries:
         spread, per_seed = ev.spread(v), ev.per_seed(v)
         rows.append({"variant": v, "seeds": len(per_seed),
+                     **({"train images": ev.training[v]["images"], "epochs": ev.training[v]["epochs"]}
+                        if v in ev.training else {}),
                      **{m: mean_sd(spread["mean"][k, -1], spread["sd"][k, -1]) for k, m in enumerate(METRICS)},
                      "mAP50 per seed": " / ".join(f"{x:.3f}" for x in per_seed[:, METRICS.index("mAP50"), -1])})
     return pd.DataFrame(rows)

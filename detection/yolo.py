@@ -94,6 +94,7 @@ class YoloParams:
     train: TrainSettings
     seeds: tuple[int, ...]            # one training per seed and variant: <paths.yolo>/<variant>/seed_<s>/
     parallel: int                     # a variant's seeds trained at once (see train_seeds)
+    equal_steps: bool                 # every variant trains the baseline's number of batches (`variant_epochs`)
     mix: MixSettings
 
     def __post_init__(self) -> None:
@@ -221,6 +222,20 @@ def added_images(variant: str, params: YoloParams, pseudo_root: Path | str, n_re
     folder, cap = VARIANT_POOLS[variant]
     ratio = math.inf if cap is None else getattr(params.mix, cap)
     return pseudo_split(Path(pseudo_root) / folder, ratio, n_real, params.mix.seed)
+
+
+def variant_epochs(params: YoloParams, n_real: int, n_train: int) -> int:
+    """Epochs of a variant that trains on `n_train` images, `n_real` of them the real `train` split.
+
+    `yolo.train.epochs` for every variant, or with `equal_steps` the epoch count whose batches come
+    nearest to the baseline's (epochs x ceil(n_real / batch)): a variant with more images then sees
+    each of them fewer times, so a gain over the baseline comes from what the images are, not from
+    a longer training.
+    """
+    if not params.equal_steps or n_train == n_real:
+        return params.train.epochs
+    baseline_batches = params.train.epochs * math.ceil(n_real / params.train.batch)
+    return max(1, round(baseline_batches / math.ceil(n_train / params.train.batch)))
 
 
 def variant_splits(variant: str, params: YoloParams, prepared: Path | str,

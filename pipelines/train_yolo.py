@@ -9,19 +9,23 @@
   objects per class as `augmented` adds: the control a synthetic-data method has to beat
 
 Every variant trains once per seed in `yolo.seeds` on the same images (the added ones chosen with
-`yolo.mix.seed`), `yolo.parallel` seeds at once, and validates on real `val`. Writes <paths.yolo>/<variant>/params.json and
+`yolo.mix.seed`), `yolo.parallel` seeds at once, for `yolo.train.epochs` or, with `yolo.equal_steps`,
+as many batches as the baseline (`variant_epochs`), and validates on real `val`. Writes
+<paths.yolo>/<variant>/params.json (with the images and epochs it trained on) and
 seed_<s>/ (best.pt, last.pt, results.csv, args.yaml, metrics.json), and
 <paths.reports>/yolo/<variant>/seed_<s>/results.csv (DVC plots).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from core.io import atomic_dirs, scratch_dir, write_json
 from core.params import section
 from detection.prepared import class_names
-from detection.yolo import VARIANTS, YoloParams, seed_dir, train_seeds, variant_splits, write_dataset_view
+from detection.yolo import (VARIANTS, YoloParams, prepared_split, seed_dir, train_seeds, variant_epochs,
+                            variant_splits, write_dataset_view)
 from pipelines.stage import Launch, run_stage, stage_args
 
 
@@ -31,14 +35,16 @@ def _main(argv: list[str] | None) -> None:
     settings = section(YoloParams, "yolo", params)
     names = class_names(paths.prepared)
     splits = variant_splits(args.variant, settings, paths.prepared, paths.pseudo)
+    epochs = variant_epochs(settings, len(prepared_split(paths.prepared, "train")), len(splits["train"]))
+    trained = dataclasses.replace(settings, train=dataclasses.replace(settings.train, epochs=epochs))
     with scratch_dir("yolo_data_") as view_dir, \
             atomic_dirs(paths.yolo / args.variant, paths.reports / "yolo" / args.variant) as (out_dir, report_dir):
         data_yaml = write_dataset_view(view_dir, splits, names)
-        metrics = train_seeds(settings, data_yaml, out_dir, report_dir, section(Launch, "launch", params).torch_threads)
+        metrics = train_seeds(trained, data_yaml, out_dir, report_dir, section(Launch, "launch", params).torch_threads)
         for seed, seed_metrics in metrics.items():
             write_json(seed_dir(out_dir, seed) / "metrics.json", seed_metrics)
         write_json(out_dir / "params.json", {"variant": args.variant, "yolo": settings, "classes": names,
-                                             "n_images": {s: len(v) for s, v in splits.items()}})
+                                             "n_images": {s: len(v) for s, v in splits.items()}, "epochs": epochs})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,7 +104,7 @@ def test_evaluate_identical_variants_end_to_end(tmp_path, monkeypatch):
     report = (tmp_path / "reports/report.md").read_text()
     for figure in ("pr_curves.png", "delta_map50.png", "test_detections.png"):
         assert f"figures/{figure}" in report and (tmp_path / "reports/figures" / figure).stat().st_size > 0
-    assert "| baseline | 2 |" in report and "No delta is resolved" in report
+    assert "| baseline | 2 | 8 | 1 |" in report and "No delta is resolved" in report  # seeds, train images, epochs
 
 
 def test_evaluate_names_every_missing_variant_and_seed(tmp_path, monkeypatch, capsys):

@@ -3,7 +3,13 @@ unresolved."""
 
 from __future__ import annotations
 
-from detection.evaluate import EvaluateSettings
+import dataclasses
+import json
+
+import pytest
+
+from core.errors import StageError
+from detection.evaluate import EvaluateSettings, training_record
 from detection.report import write_report
 from tests.support import TINY_DETECTION, hand_evaluation, make_synthetic, settings
 
@@ -51,3 +57,23 @@ def test_report_says_plainly_when_no_delta_is_resolved(tmp_path):
     assert "Resolved" not in markdown and "pseudo_labels.png" not in markdown
     assert cells(markdown, "| unstable | mAP50 |")[-1] == "unresolved"
     assert cells(markdown, "| baseline |")[4] == "0.746 ± 0.352"  # mAP50 of (0.4975, 0.995): sample sd 0.352
+
+
+def test_report_shows_what_each_variant_trained_on(tmp_path):
+    evaluate_settings = settings(EvaluateSettings, "evaluate", **TINY_DETECTION["evaluate"])
+    (tmp_path / "figures").mkdir()
+    ev = dataclasses.replace(hand_evaluation({"baseline": [[0], [0]], "more": [[0, 1], [0, 1]]}),
+                             training={"baseline": {"images": 135, "epochs": 20}, "more": {"images": 188, "epochs": 15}})
+    markdown = write_report(ev, evaluate_settings, tmp_path / "none", tmp_path / "figures", link="figures")
+    assert cells(markdown, "| variant |")[:4] == ["variant", "seeds", "train images", "epochs"]
+    assert cells(markdown, "| more |")[:4] == ["more", "2", "188", "15"]
+
+
+def test_training_record_reads_train_yolo_params_and_names_a_bad_file(tmp_path):
+    assert training_record(tmp_path / "absent") == {}
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "params.json").write_text(json.dumps({"n_images": {"train": 188, "val": 135}, "epochs": 15}))
+    assert training_record(tmp_path / "v") == {"images": 188, "epochs": 15}
+    (tmp_path / "v" / "params.json").write_text(json.dumps({"n_images": {"val": 135}}))
+    with pytest.raises(StageError, match=r"v/params.json: not a train_yolo params.json \('train'\); rerun train_yolo"):
+        training_record(tmp_path / "v")

@@ -1,6 +1,7 @@
 """YOLO training offline: dataset views, variant mixes, a one-epoch train with the network refused."""
 
 import dataclasses
+import json
 import socket
 
 import pandas as pd
@@ -17,6 +18,7 @@ from detection.yolo import (
     pseudo_split,
     train_seeds,
     ultralytics_offline,
+    variant_epochs,
     variant_splits,
     write_dataset_view,
 )
@@ -176,6 +178,18 @@ def test_seeds_in_parallel_processes_train_the_weights_of_one_after_another_at_t
     assert not all(torch.equal(first[k], second[k]) for k in first)  # the seeds differ
 
 
+@pytest.mark.parametrize("equal_steps,n_train,epochs", [
+    (True, 135, 20),   # the baseline: 9 batches of 16 an epoch, 180 in all
+    (True, 188, 15),   # 12 batches an epoch: 180 / 12
+    (True, 202, 14),   # 13 batches an epoch: 180 / 13 = 13.8
+    (True, 2000, 1),   # never below one epoch
+    (False, 202, 20),  # every variant trains yolo.train.epochs
+])
+def test_equal_steps_gives_every_variant_the_baselines_number_of_batches(equal_steps, n_train, epochs):
+    params = settings(YoloParams, "yolo", equal_steps=equal_steps, train={"epochs": 20, "batch": 16})
+    assert variant_epochs(params, n_real=135, n_train=n_train) == epochs
+
+
 @pytest.mark.slow
 def test_one_epoch_train_offline_writes_weights_and_curves(tmp_path, tiny_prepared, monkeypatch, refuse_network):
     write_params(tmp_path, **TINY_DETECTION, yolo={"parallel": 1})  # in this process, where the network is refused
@@ -183,6 +197,8 @@ def test_one_epoch_train_offline_writes_weights_and_curves(tmp_path, tiny_prepar
     assert train_yolo.main(["--variant", "baseline"]) == 0
     out = tmp_path / "models" / "yolo" / "baseline"
     assert sorted(p.name for p in out.iterdir()) == ["params.json", "seed_0", "seed_1"]  # TINY: yolo.seeds [0, 1]
+    record = json.loads((out / "params.json").read_text())
+    assert record["n_images"] == {"train": 8, "val": 6} and record["epochs"] == 1
     for seed in (0, 1):
         for name in ("best.pt", "last.pt", "results.csv", "args.yaml", "metrics.json"):
             assert (out / f"seed_{seed}" / name).is_file(), name

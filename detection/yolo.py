@@ -229,8 +229,7 @@ def variant_epochs(params: YoloParams, n_real: int, n_train: int) -> int:
 
     `yolo.train.epochs` for every variant, or with `equal_steps` the epoch count whose batches come
     nearest to the baseline's (epochs x ceil(n_real / batch)): a variant with more images then sees
-    each of them fewer times, so a gain over the baseline comes from what the images are, not from
-    a longer training.
+    each of them fewer times and never trains longer than the baseline.
     """
     if not params.equal_steps or n_train == n_real:
         return params.train.epochs

@@ -24,8 +24,16 @@ import sys
 from core.io import atomic_dirs, scratch_dir, write_json
 from core.params import section
 from detection.prepared import class_names
-from detection.yolo import (VARIANTS, YoloParams, prepared_split, seed_dir, train_seeds, variant_epochs,
-                            variant_splits, write_dataset_view)
+from detection.yolo import (
+    VARIANTS,
+    YoloParams,
+    prepared_split,
+    seed_dir,
+    train_seeds,
+    variant_epochs,
+    variant_splits,
+    write_dataset_view,
+)
 from pipelines.stage import Launch, run_stage, stage_args
 
 

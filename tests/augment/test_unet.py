@@ -7,7 +7,9 @@ import math
 
 import pytest
 import torch
+from diffusers.models.downsampling import Downsample2D
 from diffusers.models.resnet import ResnetBlock2D
+from diffusers.models.upsampling import Upsample2D
 
 from augment.unet import ArchConfig, ScheduleConfig, build_scheduler, build_unet, diffusion_loss, vlb_terms
 from core.errors import StageError
@@ -18,7 +20,7 @@ ARCH = tiny_arch(attention_head_dim=8)
 
 
 def test_unet_has_configured_widths_attention_and_resnet_updown():
-    unet = build_unet(ARCH, adm_schedule(), image_size=16)
+    unet = build_unet(dataclasses.replace(ARCH, resblock_updown=True), adm_schedule(), image_size=16)
     assert unet.config.block_out_channels == (16, 32) or list(unet.config.block_out_channels) == [16, 32]
     assert unet.config.out_channels == 3
     assert [type(b).__name__ for b in unet.down_blocks] == ["ResnetDownsampleBlock2D", "AttnDownBlock2D"]
@@ -30,6 +32,17 @@ def test_unet_has_configured_widths_attention_and_resnet_updown():
     assert attention.heads == 32 // 8  # fixed channels per head
     assert unet.mid_block.attentions[0].group_norm is not None
     assert all(r.time_embedding_norm == "scale_shift" for r in unet.down_blocks[0].resnets)
+    assert unet(torch.randn(2, 3, 16, 16), torch.tensor([0, 999])).sample.shape == (2, 3, 16, 16)
+
+
+def test_without_resblock_updown_the_unet_resamples_with_convolutions():
+    unet = build_unet(dataclasses.replace(ARCH, resblock_updown=False), adm_schedule(), image_size=16)
+    assert [type(b).__name__ for b in unet.down_blocks] == ["DownBlock2D", "AttnDownBlock2D"]
+    assert [type(b).__name__ for b in unet.up_blocks] == ["AttnUpBlock2D", "UpBlock2D"]
+    assert isinstance(unet.down_blocks[0].downsamplers[0], Downsample2D)
+    assert isinstance(unet.up_blocks[0].upsamplers[0], Upsample2D)
+    resnet_version = build_unet(dataclasses.replace(ARCH, resblock_updown=True), adm_schedule(), image_size=16)
+    assert sum(p.numel() for p in unet.parameters()) < sum(p.numel() for p in resnet_version.parameters())
     assert unet(torch.randn(2, 3, 16, 16), torch.tensor([0, 999])).sample.shape == (2, 3, 16, 16)
 
 

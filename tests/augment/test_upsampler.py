@@ -153,7 +153,9 @@ def test_upsampled_uint8_images_do_not_depend_on_the_batching():
     one_by_one = upsample_images(upsampler, images, [7, 8, 9], steps=2, batch_size=1)
     together = upsample_images(upsampler, images, [7, 8, 9], steps=2, batch_size=3)
     assert [a.shape for a in together] == [(16, 16, 3)] * 3 and together[0].dtype == np.uint8
-    assert all(np.array_equal(a, b) for a, b in zip(one_by_one, together))
+    # the noise is per image; only the batched convolutions' float rounding (~1e-6) may flip a uint8 level
+    gaps = [np.abs(a.astype(int) - b.astype(int)) for a, b in zip(one_by_one, together)]
+    assert max(g.max() for g in gaps) <= 1 and sum((g > 0).sum() for g in gaps) <= 0.01 * 3 * 16 * 16 * 3
     assert not np.array_equal(upsample_images(upsampler, images[:1], [1], 2, 1)[0], together[0])
 
 

@@ -33,9 +33,9 @@ from augment.data import (
     AugmentedImages,
     ImageSet,
     classifier_augmentation,
-    load_image_set,
     to_model_range,
 )
+from augment.patches import CropSettings, load_training_set
 from augment.training import MIXED_PRECISION, over_budget, resolve_mixed_precision, warn_time_stop
 from augment.unet import ArchConfig
 from core.errors import StageError
@@ -80,6 +80,13 @@ class ClassifierTrainConfig:
                                      "and must not share the generator's weights")
 
 
+@dataclass(frozen=True)
+class PatchClassifierTrainConfig(ClassifierTrainConfig):
+    """The `patch_classifier` and `patch_judge` params sections: trained on crops (augment.patches)."""
+
+    crops: CropSettings
+
+
 @dataclass
 class TrainedClassifier:
     model: NoisyLitterClassifier
@@ -113,7 +120,7 @@ def check_low_noise_range(cfg: ClassifierTrainConfig, name: str, scheduler: DDPM
 
 def train_classifier(cfg: ClassifierTrainConfig, name: str, prepared: Path | str,
                      unet_dir: Path | str) -> TrainedClassifier:
-    """Train section `name` (classifier | judge) on train + tagged, noised with the schedule in
+    """Train section `name` (classifier | judge | patch_classifier | patch_judge) on train + tagged, noised with the schedule in
     unet_dir unless cfg.noised is False; evaluate on val."""
     scheduler_dir = Path(unet_dir) / "scheduler"
     if cfg.noised and not scheduler_dir.is_dir():
@@ -125,7 +132,7 @@ def train_classifier(cfg: ClassifierTrainConfig, name: str, prepared: Path | str
                          "train_unet stage".replace("\n", " ")) from None
     check_low_noise_range(cfg, name, scheduler)
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision, PartialState().device))
-    data = load_image_set(prepared, GENERATIVE_SPLITS, cfg.image_size)
+    data = load_training_set(prepared, GENERATIVE_SPLITS, cfg)
     set_seed(cfg.seed)
     model = NoisyLitterClassifier.from_arch(
         class_names=data.class_names, image_size=data.image_size, arch=cfg.model, pool=cfg.pool,
@@ -145,7 +152,7 @@ def train_classifier(cfg: ClassifierTrainConfig, name: str, prepared: Path | str
     report = {"steps": steps, "stop_reason": stop_reason, "train_minutes": round(minutes, 2),
               "n_train_images": len(data.images), "pos_weight": pos_weight(data.targets).tolist()}
     if accelerator.is_main_process:
-        report |= evaluate(model, load_image_set(prepared, ("val",), cfg.image_size), scheduler, cfg)
+        report |= evaluate(model, load_training_set(prepared, ("val",), cfg), scheduler, cfg)
     return TrainedClassifier(model, report, accelerator.is_main_process)
 
 

@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 import augment.data
 import augment.training
 import augment.unet
-from augment.data import GENERATIVE_SPLITS, EpochBatchSampler, IndexDataset, load_image_set, to_model_range
+from augment.data import GENERATIVE_SPLITS, EpochBatchSampler, IndexDataset, to_model_range
+from augment.patches import CropSettings, load_training_set
 from augment.samplers import sample
 from augment.training import (MIXED_PRECISION, over_budget, resolve_mixed_precision, warn_time_stop,
                               without_run_details)
@@ -91,6 +92,13 @@ class UNetTrainConfig:
                        "log_every", "n_samples", "sample_steps")
         check_at_least(self, 0, "warmup_steps", "weight_decay", "vlb_weight")
         check_positive(self, "lr", "grad_clip", "snr_gamma", "max_minutes")
+
+
+@dataclass(frozen=True)
+class PatchUNetTrainConfig(UNetTrainConfig):
+    """The `patch_unet` params section: the `unet` settings, trained on crops (augment.patches)."""
+
+    crops: CropSettings
 
 
 # Settings that may change between a checkpoint and its resumption without invalidating it.
@@ -261,7 +269,7 @@ def train_unet(cfg: UNetTrainConfig, prepared: Path | str, checkpoint_dir: Path 
         gradient_accumulation_steps=cfg.grad_accum,
         mixed_precision=resolve_mixed_precision(cfg.mixed_precision, PartialState().device),
     )
-    data = load_image_set(prepared, GENERATIVE_SPLITS, cfg.image_size)
+    data = load_training_set(prepared, GENERATIVE_SPLITS, cfg)
     checkpoint_dir, key = Path(checkpoint_dir), fingerprint(cfg, data.images, accelerator, view)
     state = build_training(cfg, data.images, accelerator,
                            lambda step: save_checkpoint(accelerator, checkpoint_dir, step, key, cfg.keep_checkpoints),
@@ -353,14 +361,15 @@ def sample_grid(unet: UNet2DModel, scheduler: DDPMScheduler, n: int, steps: int,
     return sample("ddim", unet, scheduler, generators, steps=steps).clamp(-1, 1)
 
 
-def write_unet_outputs(result: TrainedUNet, cfg: UNetTrainConfig, model_dir: Path, report_dir: Path) -> None:
+def write_unet_outputs(result: TrainedUNet, cfg: UNetTrainConfig, model_dir: Path, report_dir: Path,
+                       section: str = "unet") -> None:
     """model_dir: EMA UNet (save_pretrained) + scheduler/ + params.json + samples.png;
     report_dir: loss.csv and training.json (the whole summary, run details included)."""
     result.ema_unet.save_pretrained(model_dir)
     result.scheduler.save_pretrained(model_dir / "scheduler")
     samples = sample_grid(result.ema_unet, result.scheduler, cfg.n_samples, cfg.sample_steps, cfg.sample_seed)
     save_image((samples + 1) / 2, model_dir / "samples.png", nrow=max(1, int(cfg.n_samples**0.5)), padding=1)
-    write_training_records(result, "unet", cfg, model_dir, report_dir)
+    write_training_records(result, section, cfg, model_dir, report_dir)
 
 
 def write_training_records(result: TrainedUNet, section: str, cfg: UNetTrainConfig, model_dir: Path,

@@ -36,6 +36,10 @@ class Paths:
     upsampler_checkpoints: Path
     classifier: Path
     judge: Path
+    patch_unet: Path         # the patch models (augment.patches): crops at the detector's scale, for inpaint
+    patch_unet_checkpoints: Path
+    patch_classifier: Path
+    patch_judge: Path
     yolo: Path               # one folder per variant
     synthetic: Path          # generate output (augment.synthetic)
     upsampled: Path          # upsample output: the guided images at the detector's resolution (same contract)

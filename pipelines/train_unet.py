@@ -1,28 +1,35 @@
-"""Stage train_unet: the unconditional diffusion UNet on prepared train + tagged images.
+"""Stages train_unet and train_patch_unet: the unconditional diffusion UNet on prepared train + tagged images.
 
-Resumable: <paths.unet_checkpoints>/ (persist) holds the last checkpoints; a killed stage started
+    python -m pipelines.train_unet                        # section unet: whole images (scenes)
+    python -m pipelines.train_unet --section patch_unet   # crops at the detector's scale (augment.patches)
+
+Resumable: <paths.unet_checkpoints>/ (<paths.patch_unet_checkpoints>/) (persist) holds the last checkpoints; a killed stage started
 again continues from the newest one and ends at the same step. Works under `accelerate launch`
-(only the main process writes outputs): <paths.unet>/ and <paths.reports>/unet/loss.csv.
+(only the main process writes outputs): <paths.unet>/ (<paths.patch_unet>/) and
+<paths.reports>/<section>/loss.csv.
 """
 
 from __future__ import annotations
 
 import sys
 
-from augment.train_unet import UNetTrainConfig, train_unet, write_unet_outputs
+from augment.train_unet import PatchUNetTrainConfig, UNetTrainConfig, train_unet, write_unet_outputs
 from core.io import atomic_dirs
 from core.params import section
 from pipelines.stage import run_stage, stage_args
 
 
 def _main(argv: list[str] | None) -> None:
-    _, params, paths = stage_args(__doc__, argv)
-    cfg = section(UNetTrainConfig, "unet", params)
-    result = train_unet(cfg, paths.prepared, paths.unet_checkpoints)
+    args, params, paths = stage_args(__doc__, argv, lambda parser: parser.add_argument(
+        "--section", choices=("unet", "patch_unet"), default="unet", help="params section to train"))
+    name = args.section
+    cfg = section(PatchUNetTrainConfig if name == "patch_unet" else UNetTrainConfig, name, params)
+    model_dir, checkpoints = getattr(paths, name), getattr(paths, f"{name}_checkpoints")
+    result = train_unet(cfg, paths.prepared, checkpoints)
     if result.is_main:
-        with atomic_dirs(paths.unet, paths.reports / "unet") as (model_dir, report_dir):
-            write_unet_outputs(result, cfg, model_dir, report_dir)
-        print(f"train_unet: {result.summary['steps']} steps ({result.summary['stop_reason']}) -> {paths.unet}")
+        with atomic_dirs(model_dir, paths.reports / name) as (out_dir, report_dir):
+            write_unet_outputs(result, cfg, out_dir, report_dir, name)
+        print(f"train_{name}: {result.summary['steps']} steps ({result.summary['stop_reason']}) -> {model_dir}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -211,7 +211,11 @@ def _rates(items: Sequence[Rendered]) -> dict[str, float | int | None]:
 
 def paired_test(pairs: Sequence[tuple[Rendered, Rendered]]) -> dict[str, float | int]:
     """Exact one-sided McNemar test of (guided, control) pairs: does guidance turn misses into hits?"""
-    hits = [(g.judge_prob >= HIT_THRESHOLD, c.judge_prob >= HIT_THRESHOLD) for g, c in pairs]
+    return mcnemar([(g.judge_prob >= HIT_THRESHOLD, c.judge_prob >= HIT_THRESHOLD) for g, c in pairs])
+
+
+def mcnemar(hits: Sequence[tuple[bool, bool]]) -> dict[str, float | int]:
+    """Exact one-sided McNemar test of paired (guided hit, control hit): wins ~ Binomial(wins + losses, 1/2)."""
     wins = sum(g and not c for g, c in hits)
     losses = sum(c and not g for g, c in hits)
     p_value = binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue if wins + losses else 1.0

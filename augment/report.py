@@ -2,7 +2,8 @@
 and what the guidance scale trades.
 
 Reads what `generate` (`reports/generation.json`), `gen_metrics` (`reports/gen_metrics.json`),
-`upsample` (`reports/upsample.json`) and the sweep (`reports/sweep/tradeoff.csv`,
+`upsample` (`reports/upsample.json`), `inpaint` (`reports/inpaint.json`, `inpaint/examples.png`)
+and the sweep (`reports/sweep/tradeoff.csv`,
 `guidance_tradeoff.png`) wrote; a part whose file is absent (a pipeline run without that stage)
 says so instead of failing the report.
 """
@@ -18,6 +19,7 @@ from core.errors import StageError
 from core.tables import markdown_table
 
 GENERATION, GEN_METRICS, UPSAMPLE = Path("generation.json"), Path("gen_metrics.json"), Path("upsample.json")
+INPAINT, INPAINT_EXAMPLES = Path("inpaint.json"), Path("inpaint/examples.png")
 TRADEOFF_CSV, TRADEOFF_PNG = Path("sweep/tradeoff.csv"), Path("sweep/guidance_tradeoff.png")
 
 
@@ -65,6 +67,42 @@ def upsample_table(upsample: dict) -> pd.DataFrame:
                           "edge energy / real": upsample["methods"][m]["edge_energy_vs_real"]} for m in methods])
 
 
+def inpaint_table(inpaint: dict) -> pd.DataFrame:
+    """Per class and overall: insertions planned, placed, kept, undone by reason; guided vs unguided verified."""
+    rows = []
+    for name, m in {**inpaint["per_class"], "overall": inpaint["overall"]}.items():
+        v, test = m["verified"], m["verified"]["paired_test"]
+        gain = (None if v["guided_paired"] is None or v["control"] is None
+                else round(v["guided_paired"] - v["control"], 4))
+        rows.append({"class": name, "planned": m["planned"], "placed": m["placed"], "kept": m["kept"],
+                     **{f"undone: {reason}": n for reason, n in m["undone"].items()},
+                     "judge p": m["mean_judge_prob"], "paired n": v["n_pairs"], "verified guided": v["guided_paired"],
+                     "verified unguided": v["control"], "gain": gain,
+                     "wins / losses": f"{test['wins']} / {test['losses']}", "McNemar p": test["p_value"]})
+    return pd.DataFrame(rows)
+
+
+def inpaint_section(reports: Path) -> str:
+    """Markdown of what `inpaint` inserted, kept and undone, guided against unguided; '' when it has not run."""
+    inpaint = _read_json(reports / INPAINT)
+    if inpaint is None:
+        return ""
+    s = inpaint["settings"]
+    parts = [f"\n## Litter inserted into real scenes (`{INPAINT}`)\n\n",
+             f"Guided RePaint ({s['steps']} steps, jump length {s['jump_length']}, {s['jump_n_sample']} passes, "
+             f"guidance scale {s['guidance_scale']}) into {inpaint['images_planned']} real canvases "
+             f"({inpaint['canvases']['train']} train, {inpaint['canvases']['clean']} clean); "
+             f"{inpaint['images_written']} images kept at least one insertion and train the `inpaint` variant. "
+             "An insertion is kept (verified) when its changed pixels give a box at least "
+             f"{s['min_box_px']} px on each side and the patch judge calls the window its class (p >= "
+             f"{inpaint['hit_threshold']}); otherwise it is undone. `verified unguided` renders the same insertions "
+             "(seed, window, hole) with guidance off; McNemar p as above.\n\n",
+             markdown_table(inpaint_table(inpaint))]
+    if inpaint.get("examples") and (reports / INPAINT_EXAMPLES).is_file():
+        parts.append(f"\n![inserted litter: before, guided, unguided]({INPAINT_EXAMPLES.as_posix()})\n")
+    return "".join(parts)
+
+
 def synthetic_section(reports: Path) -> str:
     """Markdown for report.md (which lives in `reports`); figures linked relative to it."""
     generation = _read_json(reports / GENERATION)
@@ -100,4 +138,4 @@ def synthetic_section(reports: Path) -> str:
                   "'Reading the trade-off').\n\n", markdown_table(table)]
         if (reports / TRADEOFF_PNG).is_file():
             parts.append(f"\n![guidance-scale trade-off]({TRADEOFF_PNG.as_posix()})\n")
-    return "".join(parts)
+    return "".join(parts) + inpaint_section(reports)

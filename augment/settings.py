@@ -15,6 +15,14 @@ SAMPLER_NAMES = ("ddpm", "ddim", "dpmsolver++")  # augment.samplers.SAMPLERS
 EXTRACTORS = ("judge", "inception")
 
 
+def check_quota(quota: str | dict[str, int]) -> None:
+    """A quota is "balance" or a mapping {class: count >= 0} (classes are checked against the data later)."""
+    if isinstance(quota, str) and quota != "balance":
+        raise ValueError(f"quota: '{quota}' is neither 'balance' nor a mapping {{class: count}}")
+    if isinstance(quota, dict) and any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in quota.values()):
+        raise ValueError(f"quota: counts must be integers >= 0, got {quota}")
+
+
 @dataclass(frozen=True)
 class GenerateSettings:
     """The `generate` section of params.yaml (augment.generate)."""
@@ -36,11 +44,7 @@ class GenerateSettings:
             raise ValueError(f"eta: {self.eta} is only used by ddim; set it to 0 for {self.sampler}")
         check_at_least(self, 1, "steps", "batch_size")
         check_at_least(self, 0, "guidance_scale", "balance_factor", "min_per_class", "control_per_class")
-        if isinstance(self.quota, str) and self.quota != "balance":
-            raise ValueError(f"quota: '{self.quota}' is neither 'balance' nor a mapping {{class: count}}")
-        if isinstance(self.quota, dict) and any(isinstance(n, bool) or not isinstance(n, int) or n < 0
-                                                for n in self.quota.values()):
-            raise ValueError(f"quota: counts must be integers >= 0, got {self.quota}")
+        check_quota(self.quota)
 
 
 @dataclass(frozen=True)
@@ -96,3 +100,35 @@ class UpsampleSettings:
     def __post_init__(self) -> None:
         check_choice(self, "method", UPSAMPLE_METHODS)
         check_at_least(self, 1, "steps", "batch_size")
+
+
+@dataclass(frozen=True)
+class InpaintSettings:
+    """The `inpaint` section of params.yaml (augment.insert)."""
+
+    steps: int                       # RePaint timesteps before resampling
+    jump_length: int                 # resampling: steps down before each jump back up
+    jump_n_sample: int               # resampling: passes over each jump (1 = none); ~this many x the UNet calls
+    guidance_scale: float            # s of the patch classifier's guidance on the hole
+    seed: int                        # object k of class c: seed hash(seed, c, k); image i: placement (seed, i)
+    batch_size: int                  # windows per forward pass (does not change the images)
+    quota: str | dict[str, int]      # "balance" or {class: objects}, as generate.quota
+    balance_factor: float
+    min_per_class: int
+    objects_per_image: int           # objects planned per canvas (windows never overlap)
+    hole_margin_px: int              # the hole is the planned box grown by this
+    context_px: int                  # real pixels kept around the hole inside the window, at least
+    change_threshold: float          # a hole pixel changed when a channel moved more than this (0-255 levels)
+    min_box_px: int                  # a measured box thinner than this is undone
+    placement_tries: int             # random places per object on one canvas
+    canvas_tries: int                # canvases per image before its unplaced objects are given up
+    control_per_class: int           # insertions per class also rendered unguided (same seeds, scale 0)
+    grid_images: int                 # reports/inpaint/examples.png: insertions shown
+    grid_scale: int
+
+    def __post_init__(self) -> None:
+        check_at_least(self, 1, "steps", "jump_length", "jump_n_sample", "batch_size", "objects_per_image",
+                       "min_box_px", "placement_tries", "canvas_tries", "grid_images", "grid_scale")
+        check_at_least(self, 0, "guidance_scale", "balance_factor", "min_per_class", "hole_margin_px", "context_px",
+                       "change_threshold", "control_per_class")
+        check_quota(self.quota)

@@ -40,10 +40,10 @@ from detection.prepared import label_path, load_manifest, read_yolo_labels
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / ".yolo_config"
 FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
-VARIANTS = ("baseline", "augmented", "selftrain", "copypaste")
+VARIANTS = ("baseline", "augmented", "selftrain", "copypaste", "inpaint")
 # The extra training images of a variant: (folder under paths.pseudo, MixSettings field capping them or None).
 VARIANT_POOLS = {"augmented": ("synthetic", "synthetic_ratio"), "selftrain": ("tagged", "tagged_ratio"),
-                 "copypaste": ("copypaste", None)}
+                 "copypaste": ("copypaste", None), "inpaint": ("inpaint", "synthetic_ratio")}
 # Every ultralytics integration that could log or upload; all off.
 OFFLINE_SETTINGS = {k: False for k in ("sync", "hub", "dvc", "clearml", "comet", "mlflow", "neptune",
                                        "raytune", "tensorboard", "wandb", "vscode_msg", "openvino_msg")}

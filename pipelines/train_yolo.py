@@ -7,6 +7,8 @@
   `yolo.mix.tagged_ratio` per real one: the control that tells synthetic data from more real data
 - copypaste: real `train` + real litter pasted into real scenes (<paths.pseudo>/copypaste), as many
   objects per class as `augmented` adds: the control a synthetic-data method has to beat
+- inpaint:   real `train` + real scenes with litter inserted by guided RePaint, boxes measured
+  (<paths.pseudo>/inpaint, augment.insert), at most `yolo.mix.synthetic_ratio` per real image
 
 Every variant trains once per seed in `yolo.seeds` on the same images (the added ones chosen with
 `yolo.mix.seed`), `yolo.parallel` seeds at once, for `yolo.train.epochs` or, with `yolo.equal_steps`,

@@ -20,9 +20,9 @@ from PIL import Image
 from torch import nn
 
 from augment.classifier import NoisyLitterClassifier
-from augment.settings import GenerateSettings, GenMetricsSettings, SweepSettings, UpsampleSettings
-from augment.train_classifier import ClassifierTrainConfig
-from augment.train_unet import UNetTrainConfig
+from augment.settings import GenerateSettings, GenMetricsSettings, InpaintSettings, SweepSettings, UpsampleSettings
+from augment.train_classifier import ClassifierTrainConfig, PatchClassifierTrainConfig
+from augment.train_unet import PatchUNetTrainConfig, UNetTrainConfig
 from augment.unet import ArchConfig, ScheduleConfig, build_scheduler
 from augment.upsampler import PatchesWithLowRes, Upsampler, UpsamplerTrainConfig
 from core.params import deep_merge, from_dict
@@ -53,10 +53,13 @@ SECTIONS = {"paths": Paths, "launch": Launch, "demo": DemoSettings, "dataset": D
             "yolo": YoloParams, "generate": GenerateSettings, "gen_metrics": GenMetricsSettings,
             "sweep": SweepSettings, "pseudo_label": PseudoLabelSettings, "evaluate": EvaluateSettings,
             "copypaste": CopyPasteSettings, "unet": UNetTrainConfig, "classifier": ClassifierTrainConfig,
-            "judge": ClassifierTrainConfig, "upsampler": UpsamplerTrainConfig, "upsample": UpsampleSettings}
+            "judge": ClassifierTrainConfig, "upsampler": UpsamplerTrainConfig, "upsample": UpsampleSettings,
+            "patch_unet": PatchUNetTrainConfig, "patch_classifier": PatchClassifierTrainConfig,
+            "patch_judge": PatchClassifierTrainConfig, "inpaint": InpaintSettings}
 
 TINY_NET = {"block_out_channels": [16, 32], "attention_resolutions": [8], "attention_head_dim": 16,
             "norm_num_groups": 8}
+TINY_CROPS = {"px": 16, "count": 64}
 # Every stage runs for real on 16-px images with these, in about a minute on 2 CPU cores.
 TINY = {
     "demo": {"n_images": 48, "image_size": 32},
@@ -70,6 +73,13 @@ TINY = {
                   "batch_size": 8, "max_steps": 4, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 1,
                   "n_samples": 2, "sample_steps": 2},
     "upsample": {"steps": 2, "batch_size": 4},
+    "patch_unet": {"image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4, "warmup_steps": 1,
+                   "checkpoint_every": 2, "log_every": 1, "n_samples": 4, "sample_steps": 4, "crops": TINY_CROPS},
+    "patch_classifier": {"image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4, "crops": TINY_CROPS},
+    "patch_judge": {"image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4, "crops": TINY_CROPS},
+    "inpaint": {"steps": 4, "jump_length": 2, "jump_n_sample": 2, "batch_size": 4, "min_per_class": 2,
+                "control_per_class": 1, "hole_margin_px": 1, "context_px": 2, "change_threshold": 8.0,
+                "min_box_px": 1, "grid_images": 2},
     "yolo": {"train": {"epochs": 1, "imgsz": 32, "batch": 8, "device": "cpu", "extra": {"mosaic": 0.0}},
              "seeds": [0, 1]},
     "generate": {"steps": 4, "balance_factor": 0.0, "min_per_class": 2, "control_per_class": 1, "batch_size": 8},

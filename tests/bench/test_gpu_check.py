@@ -16,13 +16,15 @@ def test_the_stage_order_covers_dvc_yaml_and_runs_each_stage_after_what_it_reads
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     names = [name for name, _ in load_bench("gpu_check").ordered_stages(params)]
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert len(names) == len(set(names)) == len(dvc) - 2 + 4 + len(params["sweep"]["scales"])
+    assert len(names) == len(set(names)) == len(dvc) - 2 + 5 + len(params["sweep"]["scales"])
     assert [n for n in names if n.startswith("sweep@")] == [f"sweep@{s}" for s in params["sweep"]["scales"]]
     before = {name: i for i, name in enumerate(names)}
     for first, then in [("import", "train_unet"), ("train_unet", "train_classifier"), ("train_yolo@baseline", "pseudo_label"),
                         ("generate", "pseudo_label"), ("pseudo_label", "copypaste"), ("pseudo_label", "train_yolo@augmented"),
                         ("pseudo_label_tagged", "train_yolo@selftrain"), ("sweep_plot", "evaluate"),
-                        ("train_yolo@copypaste", "evaluate"), ("sweep@0", "sweep_plot")]:
+                        ("train_yolo@copypaste", "evaluate"), ("sweep@0", "sweep_plot"),
+                        ("train_patch_unet", "train_patch_classifier"), ("train_patch_judge", "inpaint"),
+                        ("inpaint", "train_yolo@inpaint"), ("train_yolo@inpaint", "evaluate")]:
         assert before[first] < before[then]
 
 
@@ -49,7 +51,7 @@ def test_on_cpu_every_stage_runs_and_the_folder_holds_times_throughput_and_figur
     summary = (out / "summary.md").read_text()
     assert f"{len(rows)} of {len(rows)} stages done" in summary
     assert "images/s (second half of the run)" in summary and "- generate: " in summary
-    for variant in ("baseline", "augmented", "selftrain", "copypaste"):
+    for variant in ("baseline", "augmented", "selftrain", "copypaste", "inpaint"):
         assert f"- {variant}: test mAP50 " in summary
     metrics = json.loads((out / "reports" / "metrics.json").read_text())
     assert metrics["seeds"] == 1 and 0 <= metrics["baseline"]["mAP50"] <= 1

@@ -81,7 +81,7 @@ def test_evaluate_identical_variants_end_to_end(tmp_path, monkeypatch):
     write_params(tmp_path, yolo={"seeds": [0, 1]}, **TINY_DETECTION)
     monkeypatch.chdir(tmp_path)
     assert train_yolo.main(["--variant", "baseline"]) == 0
-    for variant in ("augmented", "selftrain", "copypaste"):  # the same seeds' weights: every point delta is 0
+    for variant in ("augmented", "selftrain", "copypaste", "inpaint"):  # the same seeds' weights: every delta is 0
         shutil.copytree(tmp_path / "models/yolo/baseline", tmp_path / f"models/yolo/{variant}")
     assert evaluate.main([]) == 0
     metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
@@ -97,7 +97,7 @@ def test_evaluate_identical_variants_end_to_end(tmp_path, monkeypatch):
     full = json.loads((tmp_path / "reports/evaluation.json").read_text())
     assert full["seeds"] == [0, 1] and full["settings"]["imgsz"] == 32
     per_class = pd.read_csv(tmp_path / "reports/per_class.csv")
-    assert len(per_class) == 4 * len(TINY_CLASSES)
+    assert len(per_class) == 5 * len(TINY_CLASSES)
     assert (per_class.loc[per_class["variant"] == "selftrain", "delta_mAP50"].dropna() == 0).all()
     pr = pd.read_csv(tmp_path / "reports/pr/baseline/bottle.csv")
     assert list(pr.columns) == ["recall", "precision"] and len(pr) == 101
@@ -116,5 +116,5 @@ def test_evaluate_names_every_missing_variant_and_seed(tmp_path, monkeypatch, ca
     assert evaluate.main([]) == 2
     assert capsys.readouterr().err == (
         "error: models/yolo: no <variant>/seed_<s>/best.pt for baseline (seed 0, 1); augmented (seed 1); "
-        "selftrain (seed 0, 1); copypaste (seed 0, 1); run train_yolo first\n")
+        "selftrain (seed 0, 1); copypaste (seed 0, 1); inpaint (seed 0, 1); run train_yolo first\n")
     assert not (tmp_path / "reports/metrics.json").exists()

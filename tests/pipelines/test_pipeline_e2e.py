@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
@@ -64,8 +65,10 @@ def pipeline_copy(tmp_path_factory) -> Path:
 # reads them, and they differ between any two runs.
 RUN_RECORDS = ("checkpoints/unet", "reports/unet/training.json", "reports/unet/loss.csv", "reports/classifier.json",
                "reports/judge.json", "checkpoints/upsampler", "reports/upsampler/training.json",
-               "reports/upsampler/loss.csv",
-               "reports/yolo/baseline", "reports/yolo/augmented", "reports/yolo/selftrain", "reports/yolo/copypaste")
+               "reports/upsampler/loss.csv", "checkpoints/patch_unet", "reports/patch_unet/training.json",
+               "reports/patch_unet/loss.csv", "reports/patch_classifier.json", "reports/patch_judge.json",
+               "reports/yolo/baseline", "reports/yolo/augmented", "reports/yolo/selftrain", "reports/yolo/copypaste",
+               "reports/yolo/inpaint")
 
 
 def out_hashes(workdir: Path) -> dict[str, str]:
@@ -78,7 +81,7 @@ def out_hashes(workdir: Path) -> dict[str, str]:
 def test_full_repro_runs_every_stage_and_writes_every_declared_output(pipeline_copy):
     listed = {line.split()[0] for line in dvc(pipeline_copy, "stage", "list").splitlines() if line.strip()}
     locked = yaml.safe_load((pipeline_copy / "dvc.lock").read_text())["stages"]
-    assert set(locked) == listed and len(listed) == 20  # 4 YOLO variants and 2 sweep scales expanded
+    assert set(locked) == listed and len(listed) == 25  # 5 YOLO variants and 2 sweep scales expanded
     outs = [out["path"] for stage in locked.values() for out in stage.get("outs", [])]
     missing = [path for path in outs if not (pipeline_copy / path).exists()]
     assert len(outs) >= 30 and not missing, f"declared but not written: {missing}"
@@ -93,7 +96,7 @@ def test_full_repro_runs_every_stage_and_writes_every_declared_output(pipeline_c
 @pytest.mark.slow
 def test_every_variant_trains_every_seed_at_the_detector_resolution_and_is_scored_per_seed(pipeline_copy):
     seeds = TINY["yolo"]["seeds"]
-    variants = ("baseline", "augmented", "selftrain", "copypaste")
+    variants = ("baseline", "augmented", "selftrain", "copypaste", "inpaint")
     for variant in variants:
         assert all((pipeline_copy / f"models/yolo/{variant}/seed_{s}/best.pt").is_file() for s in seeds), variant
     # the generative models work at 16 px; the upsampler brings their images to the prepared 32 px
@@ -124,6 +127,27 @@ def test_every_variant_trains_every_seed_at_the_detector_resolution_and_is_score
     names = json.loads((pipeline_copy / "reports/import.json").read_text())["classes"]
     assert {n: c["requested"] for n, c in copypaste["per_class"].items()} == {n: added.count(i) for i, n in enumerate(names)}
     assert "resolved" in (pipeline_copy / "reports/report.md").read_text()
+
+
+@pytest.mark.slow
+def test_inpaint_keeps_only_measured_judged_boxes_and_the_variant_trains_on_them(pipeline_copy):
+    inpaint = json.loads((pipeline_copy / "reports/inpaint.json").read_text())
+    overall = inpaint["overall"]
+    assert overall["placed"] + overall["unplaced"] == overall["planned"] > 0
+    assert overall["kept"] + sum(overall["undone"].values()) == overall["placed"]
+    assert len(inpaint["undone"]) == sum(overall["undone"].values())
+    manifest = pd.read_csv(pipeline_copy / "data/pseudo/inpaint/manifest.csv", dtype={"image_id": str})
+    assert len(manifest) == inpaint["images_written"] and manifest["n_inserted"].sum() == overall["kept"]
+    prepared = pd.read_csv(pipeline_copy / "data/prepared/manifest.csv")
+    held_out = {p for s, p in zip(prepared["split"], prepared["path"]) if s in ("val", "test")}
+    assert not {Path(p).relative_to("data/prepared").as_posix() for p in manifest["source_path"]} & held_out
+    for row in manifest.itertuples():  # the canvas's own lines, then one per kept insertion
+        canvas_labels = Path(pipeline_copy / row.source_path.replace("/images/", "/labels/")).with_suffix(".txt")
+        lines = (pipeline_copy / "data/pseudo/inpaint/labels" / f"{row.image_id}.txt").read_text().splitlines()
+        own = canvas_labels.read_text().splitlines() if canvas_labels.is_file() else []
+        assert lines[:len(own)] == own and len(lines) == len(own) + row.n_inserted
+    report = (pipeline_copy / "reports/report.md").read_text()
+    assert "Litter inserted into real scenes" in report and "| inpaint |" in report
 
 
 @pytest.mark.slow

@@ -111,18 +111,19 @@ def plan_images(quota: dict[str, int], class_names: Sequence[str], settings: Gen
 
 
 def load_models(unet_dir: Path, classifier_dir: Path, judge_dir: Path, class_names: Sequence[str],
-                device: torch.device | str = "cpu") -> Models:
-    """The trained UNet + scheduler, guidance classifier and judge, checked against each other."""
+                device: torch.device | str = "cpu", unet_stage: str = "train_unet") -> Models:
+    """The trained UNet + scheduler, guidance classifier and judge, checked against each other;
+    `unet_stage` is the stage that makes the UNet, for the error lines."""
     device = torch.device(device)
     for path in (unet_dir / CONFIG_NAME, unet_dir / SAFETENSORS_WEIGHTS_NAME,
                  unet_dir / "scheduler" / "scheduler_config.json"):
         if not path.is_file():
-            raise StageError(f"{path}: not found; run the train_unet stage first")
+            raise StageError(f"{path}: not found; run the {unet_stage} stage first")
     try:
         unet = UNet2DModel.from_pretrained(unet_dir).to(device).eval()
         scheduler = DDPMScheduler.from_pretrained(unet_dir / "scheduler")
     except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as err:
-        raise StageError(f"{unet_dir}: unreadable UNet ({type(err).__name__}: {err}); rerun the train_unet "
+        raise StageError(f"{unet_dir}: unreadable UNet ({type(err).__name__}: {err}); rerun the {unet_stage} "
                          "stage".replace("\n", " ")) from None
     check_model_pair(unet, scheduler)
     models = Models(unet, scheduler, load_classifier(classifier_dir, device), load_classifier(judge_dir, device))

@@ -36,7 +36,8 @@ def _main(argv: list[str] | None) -> None:
     crops = from_dict(CropSettings, (params.get("patch_unet") or {}).get("crops"), "params.yaml: patch_unet.crops")
     state = PartialState(cpu=not torch.cuda.is_available())
     names = class_names(paths.prepared)
-    models = load_models(paths.patch_unet, paths.patch_classifier, paths.patch_judge, names, state.device)
+    models = load_models(paths.patch_unet, paths.patch_classifier, paths.patch_judge, names, state.device,
+                         unet_stage="train_patch_unet")
     size = models.unet.config.sample_size
     if crops.px % size:
         raise StageError(f"params.yaml: patch_unet.crops.px {crops.px} must be a multiple of the patch UNet's "

@@ -303,6 +303,15 @@ def write_tiny_models(root: Path, judge_names=TINY_CLASSES) -> None:
     tiny_noisy_classifier(judge_names, TINY_SIZE, seed=2).save_pretrained(root / "models" / "judge")
 
 
+def write_tiny_patch_models(root: Path, size: int = 4) -> None:
+    """`root/models/patch_{unet,classifier,judge}` as the patch trainings write them, tiny (size px) and untrained."""
+    models = root / "models"
+    tiny_unet(size=size).save_pretrained(models / "patch_unet")
+    trained_scheduler().save_pretrained(models / "patch_unet" / "scheduler")
+    tiny_noisy_classifier(TINY_CLASSES, size, seed=1).save_pretrained(models / "patch_classifier")
+    tiny_noisy_classifier(TINY_CLASSES, size, seed=2).save_pretrained(models / "patch_judge")
+
+
 # ---- a hand-built evaluation (no YOLO): every seed of a variant finds whole classes exactly
 
 HAND_NAMES = ["bottle", "can", "paper"]  # paper: no ground truth anywhere (NaN semantics)

@@ -1,19 +1,32 @@
 """Insertion by guided RePaint: placement rules, the plan's canvases, rendering (known pixels exact, batch
 independence, guidance on the hole), the keep rule, the layout's labels and the report's counts."""
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 from augment import insert
 from augment.generate import Models
+from augment.report import inpaint_section
 from augment.settings import InpaintSettings
 from detection.copypaste import Canvas, disjoint
 from detection.prepared import load_manifest, read_yolo_labels
-from tests.support import TINY_CLASSES, TINY_SIZE, settings, tiny_noisy_classifier, tiny_unet, trained_scheduler
+from pipelines import inpaint as pipeline
+from tests.support import (
+    TINY_CLASSES,
+    TINY_SIZE,
+    settings,
+    tiny_noisy_classifier,
+    tiny_unet,
+    trained_scheduler,
+    write_params,
+    write_tiny_patch_models,
+)
 
 PX = 8  # window side in the tiny prepared images' 16 px; the tiny models work at 4 px (factor 2)
 
@@ -179,3 +192,33 @@ def test_controls_repeat_the_first_insertions_of_each_class_with_their_seeds(tin
     guided = {(job.insertion.cls, job.insertion.k): job.insertion for job in jobs if job.guided}
     assert all(guided[ins.cls, ins.k] == ins for ins in controls)
 
+
+
+STAGE_PARAMS = {"patch_unet": {"crops": {"px": PX}},
+                "inpaint": {"steps": 2, "jump_length": 1, "context_px": 1, "change_threshold": 0.0,
+                            "quota": {"bottle": 2, "can": 1, "paper": 1}, "control_per_class": 1}}
+
+
+def test_the_stage_writes_the_layout_report_and_examples(tiny_prepared, tmp_path, monkeypatch):
+    write_tiny_patch_models(tmp_path)
+    write_params(tmp_path, **STAGE_PARAMS)
+    monkeypatch.chdir(tmp_path)
+    assert pipeline.main([]) == 0
+    result = json.loads((tmp_path / "reports/inpaint.json").read_text())
+    assert result["overall"]["planned"] == 4 and result["settings"]["steps"] == 2
+    manifest = pd.read_csv(tmp_path / "data/pseudo/inpaint/manifest.csv", dtype={"image_id": str})
+    assert len(manifest) == result["images_written"] and manifest["n_inserted"].sum() == result["overall"]["kept"]
+    assert sorted(p.stem for p in (tmp_path / "data/pseudo/inpaint/images").glob("*.png")) == sorted(manifest["image_id"])
+    assert result["examples"] == (tmp_path / "reports/inpaint/examples.png").is_file()
+    assert json.loads((tmp_path / "data/pseudo/inpaint/params.json").read_text())["crops"]["px"] == PX
+    section = inpaint_section(tmp_path / "reports")
+    assert "Litter inserted into real scenes" in section and "| overall | 4 |" in section
+
+
+def test_a_missing_patch_model_names_its_stage_and_writes_nothing(tiny_prepared, tmp_path, monkeypatch, capsys):
+    write_params(tmp_path, **STAGE_PARAMS)
+    monkeypatch.chdir(tmp_path)
+    assert pipeline.main([]) == 2
+    assert capsys.readouterr().err == ("error: models/patch_unet/config.json: not found; "
+                                       "run the train_patch_unet stage first\n")
+    assert not (tmp_path / "data/pseudo").exists() and not (tmp_path / "reports/inpaint.json").exists()

@@ -1,14 +1,10 @@
 """bench/bench_inpaint.py: one table row per setting, the UNet calls of the jump schedule, on tiny saved models."""
 
-from tests.support import TINY_CLASSES, load_bench, tiny_noisy_classifier, tiny_unet, trained_scheduler, write_params
+from tests.support import load_bench, write_params, write_tiny_patch_models
 
 
 def test_one_row_per_setting_with_the_jump_schedules_unet_calls(tiny_prepared, tmp_path, monkeypatch, capsys):
-    models = tmp_path / "models"
-    tiny_unet(size=4).save_pretrained(models / "patch_unet")
-    trained_scheduler().save_pretrained(models / "patch_unet" / "scheduler")
-    tiny_noisy_classifier(TINY_CLASSES, 4, seed=1).save_pretrained(models / "patch_classifier")
-    tiny_noisy_classifier(TINY_CLASSES, 4, seed=2).save_pretrained(models / "patch_judge")
+    write_tiny_patch_models(tmp_path)
     write_params(tmp_path, patch_unet={"crops": {"px": 8}},
                  inpaint={"steps": 4, "jump_length": 2, "context_px": 1, "quota": {"bottle": 2, "can": 1}})
     monkeypatch.chdir(tmp_path)

@@ -46,7 +46,8 @@ def _main(argv: list[str] | None) -> None:
     jobs = insert.jobs(images, settings)
     shard = insert.render_shard(models, settings, jobs, images, state.process_index, state.num_processes,
                                 progress=state.is_main_process)
-    outcomes = gather_object(shard)
+    order = {job: i for i, job in enumerate(jobs)}
+    outcomes = sorted(gather_object(shard), key=lambda outcome: order[outcome.job])  # plan order, any sharding
     if state.is_main_process:
         with atomic_dirs(paths.pseudo / "inpaint", paths.reports / "inpaint") as (out_dir, figures):
             manifest = insert.write_layout(images, outcomes, out_dir, names)

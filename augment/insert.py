@@ -19,9 +19,12 @@
   `detection.prepared.resample_rgb`) and only the hole's pixels replace the canvas's.
 - Measure: the box is the tight box of the largest 8-connected component of hole pixels whose
   largest channel moved more than `change_threshold` levels (`augment.inpaint.box_from_change`).
-  The patch judge scores the finished window (at the models' size). An insertion is kept when a
-  box was measured, at least `min_box_px` on each side, and the judge calls it its class
-  (p >= HIT_THRESHOLD); otherwise it is undone (the canvas's pixels stay) and reported with the reason.
+  The patch judge scores the window before and after (at the models' size). An insertion is kept
+  when a box was measured, at least `min_box_px` on each side, the judge calls the finished window
+  its class (p >= HIT_THRESHOLD), and the insertion raised that class's p more than any other's
+  (litter of other classes already in the window scores the same before and after, so it does not
+  count; a "paper" that the judge also reads as a can does); otherwise it is undone (the canvas's
+  pixels stay) and reported with the reason: no change, too small, judge, another class.
 - Controls: the first `control_per_class` insertions of each class are rendered again unguided
   (scale 0, the same seed, window and hole); guided vs control "verified" (the keep rule) is a
   paired comparison, tested like `generate`'s hit rates (`augment.generate.mcnemar`).
@@ -46,7 +49,7 @@ from tqdm.auto import tqdm
 
 from augment.data import to_model_range
 from augment.generate import Models, image_seed, mcnemar, plan_quota
-from augment.guidance import classifier_guidance, prob_present
+from augment.guidance import classifier_guidance
 from augment.inpaint import box_from_change, repaint
 from augment.patches import crop_origin
 from augment.settings import InpaintSettings
@@ -59,7 +62,7 @@ from detection.yolo import Detections, pixels_to_labels, read_labels_px
 
 Box = tuple[int, int, int, int]
 MANIFEST = ("image_id", "path", "source_path", "group", "n_boxes", "classes", "n_inserted", "n_undone", "inserted")
-UNDO_REASONS = ("no change", "too small", "judge")
+UNDO_REASONS = ("no change", "too small", "judge", "another class")
 
 
 @dataclass(frozen=True)
@@ -238,23 +241,38 @@ def render_batch(models: Models, settings: InpaintSettings, batch: Sequence[Job]
                 jump_length=settings.jump_length, jump_n_sample=settings.jump_n_sample, cond_fn=cond_fn, target=target)
     filled = ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     finished = [np.where(m[..., None], resample_rgb(f, w.shape[0]), w) for f, m, w in zip(filled, masks, windows)]
-    judged = torch.from_numpy(np.stack([resample_rgb(f, size) for f in finished])).permute(0, 3, 1, 2)
-    probs = prob_present(models.judge, to_model_range(judged).to(device), target).tolist()
+    after, before = (judge_probs(models, images, size) for images in (finished, windows))  # [B, n_classes] each
+    gain = after - before
     outcomes = []
-    for job, window, done, mask, prob in zip(batch, windows, finished, masks, probs):
-        x0, y0 = job.insertion.window[:2]
+    for i, (job, window, done, mask) in enumerate(zip(batch, windows, finished, masks)):
+        x0, y0, c = *job.insertion.window[:2], job.insertion.cls
         found = box_from_change(window, done, mask, settings.change_threshold)
         box = None if found is None else (found[0] + x0, found[1] + y0, found[2] + x0, found[3] + y0)
-        if box is None:
-            reason = "no change"
-        elif min(box[2] - box[0], box[3] - box[1]) < settings.min_box_px:
-            reason = "too small"
-        elif prob < HIT_THRESHOLD:
-            reason = "judge"
-        else:
-            reason = None
-        outcomes.append(Outcome(job, window, done, box, float(prob), reason))
+        prob = float(after[i, c])
+        outcomes.append(Outcome(job, window, done, box, prob, undo_reason(box, settings.min_box_px, prob, gain[i], c)))
     return outcomes
+
+
+def undo_reason(box: Box | None, min_box_px: int, prob: float, gain: torch.Tensor, cls: int) -> str | None:
+    """Why an insertion of class `cls` is undone (module docstring), or None to keep it: `prob` is the
+    judge's p(cls) after, `gain` [n_classes] every class's p after minus before."""
+    if box is None:
+        return "no change"
+    if min(box[2] - box[0], box[3] - box[1]) < min_box_px:
+        return "too small"
+    if prob < HIT_THRESHOLD:
+        return "judge"
+    if int(gain.argmax()) != cls:
+        return "another class"
+    return None
+
+
+@torch.no_grad()
+def judge_probs(models: Models, windows: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """The patch judge's p(class present) [B, n_classes] of uint8 windows, seen at the models' size."""
+    x = torch.from_numpy(np.stack([resample_rgb(w, size) for w in windows])).permute(0, 3, 1, 2)
+    x = to_model_range(x).to(models.unet.device)
+    return torch.sigmoid(models.judge(x, torch.zeros(len(x), dtype=torch.long, device=x.device)).float()).cpu()
 
 
 def plan_batches(all_jobs: Sequence[Job], batch_size: int) -> list[list[Job]]:

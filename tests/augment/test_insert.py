@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from augment import insert
@@ -208,7 +209,8 @@ def test_the_stage_writes_the_layout_report_and_examples(tiny_prepared, tmp_path
     assert result["overall"]["planned"] == 4 and result["settings"]["steps"] == 2
     manifest = pd.read_csv(tmp_path / "data/pseudo/inpaint/manifest.csv", dtype={"image_id": str})
     assert len(manifest) == result["images_written"] and manifest["n_inserted"].sum() == result["overall"]["kept"]
-    assert sorted(p.stem for p in (tmp_path / "data/pseudo/inpaint/images").glob("*.png")) == sorted(manifest["image_id"])
+    written = sorted(p.stem for p in (tmp_path / "data/pseudo/inpaint/images").glob("*.png"))
+    assert written == sorted(manifest["image_id"])
     assert result["examples"] == (tmp_path / "reports/inpaint/examples.png").is_file()
     assert json.loads((tmp_path / "data/pseudo/inpaint/params.json").read_text())["crops"]["px"] == PX
     section = inpaint_section(tmp_path / "reports")
@@ -236,3 +238,14 @@ def test_two_processes_render_the_same_insertions_as_one(tiny_prepared):
     for a, b in zip(sorted(one, key=key), sorted(two, key=key)):  # the same batches, so bit-identical
         np.testing.assert_array_equal(a.window, b.window)
         assert (a.box, a.judge_prob, a.reason) == (b.box, b.judge_prob, b.reason)
+
+
+@pytest.mark.parametrize("box, prob, gain, reason", [
+    (None, 0.9, [0.0, 0.8, 0.0], "no change"),
+    ((0, 0, 3, 8), 0.9, [0.0, 0.8, 0.0], "too small"),
+    ((0, 0, 4, 4), 0.4, [0.0, 0.4, 0.0], "judge"),
+    ((0, 0, 4, 4), 0.6, [0.7, 0.5, 0.0], "another class"),  # it looks more like class 0 than it did
+    ((0, 0, 4, 4), 0.6, [-0.2, 0.5, 0.1], None),  # class 0 already in the window scores high: not counted
+])
+def test_the_undo_reason_by_hand(box, prob, gain, reason):
+    assert insert.undo_reason(box, 4, prob, torch.tensor(gain), 1) == reason

@@ -94,8 +94,9 @@ def inpaint_section(reports: Path) -> str:
              f"({inpaint['canvases']['train']} train, {inpaint['canvases']['clean']} clean); "
              f"{inpaint['images_written']} images kept at least one insertion and train the `inpaint` variant. "
              "An insertion is kept (verified) when its changed pixels give a box at least "
-             f"{s['min_box_px']} px on each side and the patch judge calls the window its class (p >= "
-             f"{inpaint['hit_threshold']}); otherwise it is undone. `verified unguided` renders the same insertions "
+             f"{s['min_box_px']} px on each side, the patch judge calls the window its class (p >= "
+             f"{inpaint['hit_threshold']}) and the insertion raised that class's p more than any other's; "
+             "otherwise it is undone (reason in the columns). `verified unguided` renders the same insertions "
              "(seed, window, hole) with guidance off; McNemar p as above.\n\n",
              markdown_table(inpaint_table(inpaint))]
     if inpaint.get("examples") and (reports / INPAINT_EXAMPLES).is_file():

@@ -177,6 +177,9 @@ def plan(prepared: Path, settings: InpaintSettings, names: Sequence[str],
         raise StageError(f"{prepared}/manifest.csv: no train or clean tagged image to insert into")
     if min(min(c.rgb.shape[:2]) for c in pool) < px:
         raise StageError(f"params.yaml: patch_unet.crops.px {px} exceeds the prepared images' size")
+    if px - 2 * (settings.context_px + settings.hole_margin_px) < 1:
+        raise StageError(f"params.yaml: inpaint.context_px {settings.context_px} and hole_margin_px "
+                         f"{settings.hole_margin_px} leave no room for an object in a {px}-px window")
     n_images = math.ceil(len(objects) / settings.objects_per_image)
     digits = max(6, len(str(n_images)))
     images = []

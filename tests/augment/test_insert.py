@@ -15,6 +15,7 @@ from augment import insert
 from augment.generate import Models
 from augment.report import inpaint_section
 from augment.settings import InpaintSettings
+from core.errors import StageError
 from detection.copypaste import Canvas, disjoint
 from detection.prepared import load_manifest, read_yolo_labels
 from pipelines import inpaint as pipeline
@@ -249,3 +250,9 @@ def test_two_processes_render_the_same_insertions_as_one(tiny_prepared):
 ])
 def test_the_undo_reason_by_hand(box, prob, gain, reason):
     assert insert.undo_reason(box, 4, prob, torch.tensor(gain), 1) == reason
+
+
+def test_settings_that_leave_no_room_for_an_object_are_an_error(tiny_prepared):
+    with pytest.raises(StageError, match=r"inpaint.context_px 3 and hole_margin_px 1 leave no room for an object "
+                                         r"in a 8-px window"):
+        insert.plan(tiny_prepared, inpaint_settings(context_px=3), TINY_CLASSES, PX)

@@ -27,6 +27,9 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import broadcast, set_seed
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
@@ -40,6 +43,7 @@ from augment.samplers import sample
 from augment.training import (MIXED_PRECISION, over_budget, resolve_mixed_precision, warn_time_stop,
                               without_run_details)
 from augment.unet import ArchConfig, ScheduleConfig, build_scheduler, build_unet, diffusion_loss
+from core.errors import StageError
 from core.io import write_json
 from core.params import check_at_least, check_choice, check_positive, to_jsonable
 
@@ -99,6 +103,7 @@ class PatchUNetTrainConfig(UNetTrainConfig):
     """The `patch_unet` params section: the `unet` settings, trained on crops (augment.patches)."""
 
     crops: CropSettings
+    init_from_unet: bool               # start from the scene UNet's weights (model must equal unet.model)
 
 
 # Settings that may change between a checkpoint and its resumption without invalidating it.
@@ -142,6 +147,8 @@ def fingerprint(cfg: UNetTrainConfig, images: torch.Tensor, accelerator: Acceler
     settings["resolved"] = [accelerator.mixed_precision, accelerator.num_processes]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     digest.update(images.numpy().tobytes())
+    if getattr(view, "init_from", None) is not None:  # other starting weights: other weights
+        digest.update(view.weights_file().read_bytes())
     for module in (augment.unet, augment.data, augment.training, sys.modules[__name__], *view.code):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
@@ -215,8 +222,25 @@ class WholeImages:
 
     code: tuple = ()                   # modules beside this one whose code the weights depend on
 
+    def __init__(self, init_from: Path | None = None):
+        self.init_from = init_from     # a trained UNet folder (same shape) to start from; None: random weights
+
     def build(self, cfg: UNetTrainConfig, image_size: int) -> UNet2DModel:
-        return build_unet(cfg.model, cfg.schedule, image_size)
+        unet = build_unet(cfg.model, cfg.schedule, image_size)
+        if self.init_from is not None:
+            try:
+                unet.load_state_dict(load_file(str(self.weights_file())))
+            except (RuntimeError, SafetensorError) as err:
+                raise StageError(f"{self.init_from}: its weights do not fit this model (init_from_unet needs the same "
+                                 f"model settings): {str(err).splitlines()[0]}") from None
+        return unet
+
+    def weights_file(self) -> Path:
+        """The starting weights, checked to exist and to fit (one StageError line otherwise)."""
+        weights = Path(self.init_from) / SAFETENSORS_WEIGHTS_NAME
+        if not weights.is_file():
+            raise StageError(f"{weights}: not found; run train_unet first (init_from_unet starts from it)")
+        return weights
 
     def clean(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """uint8 [B, 3, S, S] -> x_0 [B, 3, S, S] in [-1, 1] (draws nothing from gen)."""

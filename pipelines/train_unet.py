@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from augment.train_unet import PatchUNetTrainConfig, UNetTrainConfig, train_unet, write_unet_outputs
+from augment.train_unet import PatchUNetTrainConfig, UNetTrainConfig, WholeImages, train_unet, write_unet_outputs
 from core.io import atomic_dirs
 from core.params import section
 from pipelines.stage import run_stage, stage_args
@@ -25,7 +25,8 @@ def _main(argv: list[str] | None) -> None:
     name = args.section
     cfg = section(PatchUNetTrainConfig if name == "patch_unet" else UNetTrainConfig, name, params)
     model_dir, checkpoints = getattr(paths, name), getattr(paths, f"{name}_checkpoints")
-    result = train_unet(cfg, paths.prepared, checkpoints)
+    start = paths.unet if getattr(cfg, "init_from_unet", False) else None
+    result = train_unet(cfg, paths.prepared, checkpoints, WholeImages(start))
     if result.is_main:
         with atomic_dirs(model_dir, paths.reports / name) as (out_dir, report_dir):
             write_unet_outputs(result, cfg, out_dir, report_dir, name)

@@ -11,7 +11,16 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from augment.train_unet import UNetTrainConfig, sample_grid, train_unet, write_unet_outputs
+from augment.train_unet import (
+    PatchUNetTrainConfig,
+    UNetTrainConfig,
+    WholeImages,
+    fingerprint,
+    sample_grid,
+    train_unet,
+    write_unet_outputs,
+)
+from core.errors import StageError
 from pipelines import train_unet as stage
 from tests.support import adm_schedule, settings, tiny_unet, trained_scheduler, write_params
 
@@ -146,3 +155,29 @@ def test_lowering_max_steps_resumes_an_earlier_checkpoint_never_a_later_one(tiny
                            tiny_prepared, tmp_path / "late")  # only step 3 exists: past max_steps, start fresh
     assert retrained.summary["resumed_from"] is None and retrained.summary["steps"] == 2
     assert [p.name for p in (tmp_path / "late").iterdir()] == ["step_00000002"]
+
+
+def test_a_unet_started_from_saved_weights_has_them_and_they_enter_the_fingerprint(tmp_path):
+    cfg = settings(PatchUNetTrainConfig, "patch_unet")
+    saved = WholeImages().build(cfg, 16)
+    torch.nn.init.normal_(saved.conv_in.weight)  # not what a fresh build draws
+    saved.save_pretrained(tmp_path / "scene")
+    started = WholeImages(tmp_path / "scene").build(cfg, 16)
+    assert all(torch.equal(a, b) for a, b in zip(started.state_dict().values(), saved.state_dict().values()))
+    accelerator = SimpleNamespace(mixed_precision="no", num_processes=1)
+    images = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    keys = {fingerprint(cfg, images, accelerator, WholeImages()),
+            fingerprint(cfg, images, accelerator, WholeImages(tmp_path / "scene"))}
+    torch.nn.init.normal_(saved.conv_in.weight)
+    saved.save_pretrained(tmp_path / "scene")
+    keys.add(fingerprint(cfg, images, accelerator, WholeImages(tmp_path / "scene")))
+    assert len(keys) == 3
+
+
+def test_starting_weights_that_are_missing_or_do_not_fit_are_one_line(tmp_path):
+    cfg = settings(PatchUNetTrainConfig, "patch_unet")
+    with pytest.raises(StageError, match=r"diffusion_pytorch_model.safetensors: not found; run train_unet first"):
+        WholeImages(tmp_path / "none").build(cfg, 16)
+    tiny_unet().save_pretrained(tmp_path / "other")  # another shape
+    with pytest.raises(StageError, match=r"other: its weights do not fit this model \(init_from_unet needs the same "):
+        WholeImages(tmp_path / "other").build(cfg, 16)

@@ -3,10 +3,10 @@
     python -m pipelines.train_unet                        # section unet: whole images (scenes)
     python -m pipelines.train_unet --section patch_unet   # crops at the detector's scale (augment.patches)
 
-Resumable: <paths.unet_checkpoints>/ (<paths.patch_unet_checkpoints>/) (persist) holds the last checkpoints; a killed stage started
-again continues from the newest one and ends at the same step. Works under `accelerate launch`
-(only the main process writes outputs): <paths.unet>/ (<paths.patch_unet>/) and
-<paths.reports>/<section>/loss.csv.
+Resumable: <paths.unet_checkpoints>/ (<paths.patch_unet_checkpoints>/; persist) holds the last
+checkpoints; a killed stage started again continues from the newest one and ends at the same step.
+Works under `accelerate launch` (only the main process writes outputs): <paths.unet>/
+(<paths.patch_unet>/) and <paths.reports>/<section>/loss.csv.
 """
 
 from __future__ import annotations

@@ -48,17 +48,18 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from augment.data import to_model_range
-from augment.generate import Models, image_seed, mcnemar, plan_quota
+from augment.generate import Models, image_seed, mcnemar, plan_batches, plan_quota
 from augment.guidance import classifier_guidance
 from augment.inpaint import box_from_change, repaint
 from augment.patches import crop_origin
 from augment.settings import InpaintSettings
 from augment.synthetic import HIT_THRESHOLD
 from core.errors import StageError
-from detection.copypaste import Canvas, canvases, disjoint
+from detection.canvases import Canvas, canvases
+from detection.copypaste import disjoint
 from detection.figures import draw_boxes, image_grid
 from detection.prepared import load_manifest, resample_rgb
-from detection.yolo import Detections, pixels_to_labels, read_labels_px
+from detection.yolo import Detections, pixels_to_labels
 
 Box = tuple[int, int, int, int]
 MANIFEST = ("image_id", "path", "source_path", "group", "n_boxes", "classes", "n_inserted", "n_undone", "inserted")
@@ -106,13 +107,11 @@ class Outcome:
 
 # ---- plan
 
-def class_sizes(prepared: Path) -> dict[int, np.ndarray]:
-    """class -> float32 [n, 2] (w, h) px of its `train` boxes."""
+def class_sizes(pool: Sequence[Canvas]) -> dict[int, np.ndarray]:
+    """class -> float32 [n, 2] (w, h) px of the canvases' boxes (the `train` ones: clean canvases have none)."""
     sizes: dict[int, list] = {}
-    for row in load_manifest(prepared, ("train",)).itertuples():
-        width, height = Image.open(row.abspath).size
-        xyxy, cls = read_labels_px(row.abspath, width, height)
-        for box, c in zip(xyxy, cls.tolist()):
+    for canvas in pool:
+        for box, c in zip(canvas.xyxy, canvas.cls.tolist()):
             sizes.setdefault(c, []).append((box[2] - box[0], box[3] - box[1]))
     return {c: np.asarray(v, np.float32) for c, v in sizes.items()}
 
@@ -164,7 +163,10 @@ def plan(prepared: Path, settings: InpaintSettings, names: Sequence[str],
          px: int) -> tuple[list[PlannedImage], dict[str, int]]:
     """Every image to make (its canvas and placed insertions; module docstring) and the quota per class."""
     quota = plan_quota(settings, names, load_manifest(prepared, ("train",))["tags"])
-    sizes = class_sizes(prepared)
+    pool = canvases(prepared)
+    if not pool:
+        raise StageError(f"{prepared}/manifest.csv: no train or clean tagged image to insert into")
+    sizes = class_sizes(pool)
     missing = [names[c] for c in range(len(names)) if quota[names[c]] and c not in sizes]
     if missing:
         raise StageError(f"{prepared}/manifest.csv: no train box of class(es) {', '.join(missing)} to size an "
@@ -172,9 +174,6 @@ def plan(prepared: Path, settings: InpaintSettings, names: Sequence[str],
     objects = [(c, k, image_seed(settings.seed, name, k)) for c, name in enumerate(names) for k in range(quota[name])]
     order = np.random.default_rng(settings.seed).permutation(len(objects))
     objects = [objects[i] for i in order]
-    pool = canvases(prepared)
-    if not pool:
-        raise StageError(f"{prepared}/manifest.csv: no train or clean tagged image to insert into")
     if min(min(c.rgb.shape[:2]) for c in pool) < px:
         raise StageError(f"params.yaml: patch_unet.crops.px {px} exceeds the prepared images' size")
     if px - 2 * (settings.context_px + settings.hole_margin_px) < 1:
@@ -234,7 +233,7 @@ def render_batch(models: Models, settings: InpaintSettings, batch: Sequence[Job]
     device = models.unet.device
     windows = [crop(canvas_rgb[job.insertion.image_id], job.insertion.window) for job in batch]
     masks = [hole_mask(job.insertion) for job in batch]
-    small = torch.from_numpy(np.stack([resample_rgb(w, size) for w in windows])).permute(0, 3, 1, 2)
+    small = downsampled(windows, size)
     known = torch.from_numpy(np.stack([known_at(m, size) for m in masks]))[:, None]
     target = torch.tensor([job.insertion.cls for job in batch], dtype=torch.long, device=device)
     guided = batch[0].guided and settings.guidance_scale > 0
@@ -244,7 +243,7 @@ def render_batch(models: Models, settings: InpaintSettings, batch: Sequence[Job]
                 jump_length=settings.jump_length, jump_n_sample=settings.jump_n_sample, cond_fn=cond_fn, target=target)
     filled = ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     finished = [np.where(m[..., None], resample_rgb(f, w.shape[0]), w) for f, m, w in zip(filled, masks, windows)]
-    after, before = (judge_probs(models, images, size) for images in (finished, windows))  # [B, n_classes] each
+    after, before = judge_probs(models, downsampled(finished, size)), judge_probs(models, small)  # [B, n_classes]
     gain = after - before
     outcomes = []
     for i, (job, window, done, mask) in enumerate(zip(batch, windows, finished, masks)):
@@ -270,21 +269,16 @@ def undo_reason(box: Box | None, min_box_px: int, prob: float, gain: torch.Tenso
     return None
 
 
+def downsampled(windows: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """uint8 [B, 3, size, size]: the windows as the patch models see them (area-downsampled)."""
+    return torch.from_numpy(np.stack([resample_rgb(w, size) for w in windows])).permute(0, 3, 1, 2)
+
+
 @torch.no_grad()
-def judge_probs(models: Models, windows: Sequence[np.ndarray], size: int) -> torch.Tensor:
-    """The patch judge's p(class present) [B, n_classes] of uint8 windows, seen at the models' size."""
-    x = torch.from_numpy(np.stack([resample_rgb(w, size) for w in windows])).permute(0, 3, 1, 2)
-    x = to_model_range(x).to(models.unet.device)
+def judge_probs(models: Models, images: torch.Tensor) -> torch.Tensor:
+    """The patch judge's p(class present) [B, n_classes] of uint8 images [B, 3, S, S]."""
+    x = to_model_range(images).to(models.unet.device)
     return torch.sigmoid(models.judge(x, torch.zeros(len(x), dtype=torch.long, device=x.device)).float()).cpu()
-
-
-def plan_batches(all_jobs: Sequence[Job], batch_size: int) -> list[list[Job]]:
-    """Consecutive jobs in batches, guided and control never mixed (as `augment.generate.plan_batches`)."""
-    batches = []
-    for guided in (True, False):
-        group = [job for job in all_jobs if job.guided == guided]
-        batches += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
-    return batches
 
 
 def render_shard(models: Models, settings: InpaintSettings, all_jobs: Sequence[Job], images: Sequence[PlannedImage],

@@ -32,8 +32,8 @@ import torch
 from augment.data import ImageSet, load_image_set
 from core.errors import StageError
 from core.params import check_at_least
-from detection.prepared import BOXED_SPLITS, class_names, load_manifest, read_rgb, resample_rgb
-from detection.yolo import read_labels_px
+from detection.canvases import canvases
+from detection.prepared import class_names, resample_rgb
 
 
 @dataclass(frozen=True)
@@ -55,29 +55,6 @@ class CropSettings:
                 raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
 
 
-@dataclass(frozen=True)
-class Source:
-    image_id: str
-    rgb: np.ndarray          # uint8 [H, W, 3]
-    xyxy: np.ndarray         # float32 [n, 4] px
-    cls: np.ndarray          # int64 [n]
-
-
-def fully_boxed(prepared: Path | str, splits: Sequence[str]) -> list[Source]:
-    """The images of `splits` whose every box is known: boxed splits, and clean (untagged) `tagged` images."""
-    sources = []
-    for row in load_manifest(prepared, tuple(splits)).itertuples():
-        if row.split not in BOXED_SPLITS and row.tags:
-            continue
-        rgb = read_rgb(row.abspath)
-        if row.split in BOXED_SPLITS:
-            xyxy, cls = read_labels_px(row.abspath, rgb.shape[1], rgb.shape[0])
-        else:
-            xyxy, cls = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-        sources.append(Source(row.image_id, rgb, xyxy, cls))
-    return sources
-
-
 def inside_share(xyxy: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
     """Per box [n, 4]: the share of its area inside the xyxy `window`."""
     ix = np.clip(np.minimum(xyxy[:, 2], window[2]) - np.maximum(xyxy[:, 0], window[0]), 0, None)
@@ -94,7 +71,7 @@ def crop_origin(centre: float, px: int, extent: int) -> int:
 def load_crop_set(prepared: Path | str, splits: Sequence[str], size: int, crops: CropSettings) -> ImageSet:
     """`crops.count` crops of the fully boxed images of `splits` (module docstring), resampled to `size`."""
     names = class_names(prepared)
-    sources = fully_boxed(prepared, splits)
+    sources = canvases(prepared, splits)
     if not sources:
         raise StageError(f"{Path(prepared) / 'manifest.csv'}: no image of split(s) {', '.join(splits)} has all its "
                          "boxes known (boxed, or tagged without tags); the patch models have nothing to crop")

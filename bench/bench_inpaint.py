@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from augment import insert  # noqa: E402
-from augment.generate import load_models  # noqa: E402
+from augment.generate import load_models, plan_batches  # noqa: E402
 from augment.inpaint import repaint_scheduler  # noqa: E402
 from augment.patches import CropSettings  # noqa: E402
 from augment.settings import InpaintSettings  # noqa: E402
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = dataclasses.replace(base, steps=steps, jump_length=length, jump_n_sample=n_sample)
         start = time.perf_counter()
         outcomes = []
-        for batch in insert.plan_batches(jobs, settings.batch_size):
+        for batch in plan_batches(jobs, settings.batch_size):
             outcomes += insert.render_batch(models, settings, batch, canvas_rgb)
         seconds = time.perf_counter() - start
         kept = sum(o.kept for o in outcomes) / max(1, len(outcomes))

@@ -34,8 +34,9 @@ from PIL import Image
 
 from core.errors import StageError
 from core.params import check_at_least
+from detection.canvases import Canvas, canvases
 from detection.figures import draw_boxes, image_grid
-from detection.prepared import label_path, load_manifest, read_instance_masks, read_rgb, read_yolo_labels
+from detection.prepared import load_manifest, read_instance_masks, read_rgb, read_yolo_labels
 from detection.yolo import Detections, LabelledImage, pixels_to_labels, read_labels_px
 
 MANIFEST = ("image_id", "path", "source_path", "group", "n_boxes", "classes", "n_pasted", "pasted", "mirrors")
@@ -55,17 +56,6 @@ class CopyPasteSettings:
     def __post_init__(self) -> None:
         check_at_least(self, 0, "seed", "feather_px")
         check_at_least(self, 1, "placement_tries", "canvas_tries", "grid_images", "grid_scale")
-
-
-@dataclass(frozen=True)
-class Canvas:
-    image_id: str
-    path: Path
-    kind: str                 # train | clean
-    rgb: np.ndarray           # uint8 [H, W, 3]
-    xyxy: np.ndarray          # float32 [n, 4] its known boxes in px
-    cls: np.ndarray           # int64 [n]
-    label_text: str           # its label file, newline-terminated ('' for a clean image)
 
 
 @dataclass(frozen=True)
@@ -112,24 +102,6 @@ def plan(added: Sequence[LabelledImage], n_classes: int) -> list[tuple[str, list
         if any(c < 0 or c >= n_classes for c in classes):
             raise StageError(f"{item.label}: class index out of range 0..{n_classes - 1}: {sorted(set(classes))}")
         out.append((item.name, classes))
-    return out
-
-
-def canvases(prepared: Path) -> list[Canvas]:
-    """Boxed `train` images and clean `tagged` images, in manifest order."""
-    frame = load_manifest(prepared, ("train", "tagged"))
-    out = []
-    for row in frame.itertuples():
-        if row.split == "tagged" and row.tags:
-            continue
-        rgb = read_rgb(row.abspath)
-        xyxy, cls, text = np.zeros((0, 4), np.float32), np.zeros(0, np.int64), ""
-        if row.split == "train":
-            xyxy, cls = read_labels_px(row.abspath, rgb.shape[1], rgb.shape[0])
-            label = label_path(row.abspath)
-            text = label.read_text().rstrip("\n") + "\n" if len(cls) else ""
-        kind = "train" if row.split == "train" else "clean"
-        out.append(Canvas(row.image_id, Path(row.abspath), kind, rgb, xyxy, cls, text))
     return out
 
 

@@ -16,7 +16,8 @@ from augment.generate import Models
 from augment.report import inpaint_section
 from augment.settings import InpaintSettings
 from core.errors import StageError
-from detection.copypaste import Canvas, disjoint
+from detection.canvases import Canvas
+from detection.copypaste import disjoint
 from detection.prepared import load_manifest, read_yolo_labels
 from pipelines import inpaint as pipeline
 from tests.support import (

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from augment.classifier import load_classifier
 from augment.data import to_model_range
 from augment.guidance import classifier_guidance, prob_present
+from augment.precision import sampling_precision
 from augment.samplers import check_model_pair, sample
 from augment.settings import GenerateSettings
 from augment.synthetic import HIT_THRESHOLD, MANIFEST_COLUMNS
@@ -111,9 +112,11 @@ def plan_images(quota: dict[str, int], class_names: Sequence[str], settings: Gen
 
 
 def load_models(unet_dir: Path, classifier_dir: Path, judge_dir: Path, class_names: Sequence[str],
-                device: torch.device | str = "cpu", unet_stage: str = "train_unet") -> Models:
+                device: torch.device | str = "cpu", unet_stage: str = "train_unet", precision: str = "no") -> Models:
     """The trained UNet + scheduler, guidance classifier and judge, checked against each other;
-    `unet_stage` is the stage that makes the UNet, for the error lines."""
+    `unet_stage` is the stage that makes the UNet, for the error lines. The UNet samples at
+    `precision` (augment.precision.sampling_precision); the guidance classifier stays fp32 (its
+    gradient gained 1.02x in bf16, bench/RESULTS.md), and so does the judge, which measures."""
     device = torch.device(device)
     for path in (unet_dir / CONFIG_NAME, unet_dir / SAFETENSORS_WEIGHTS_NAME,
                  unet_dir / "scheduler" / "scheduler_config.json"):
@@ -126,7 +129,8 @@ def load_models(unet_dir: Path, classifier_dir: Path, judge_dir: Path, class_nam
         raise StageError(f"{unet_dir}: unreadable UNet ({type(err).__name__}: {err}); rerun the {unet_stage} "
                          "stage".replace("\n", " ")) from None
     check_model_pair(unet, scheduler)
-    models = Models(unet, scheduler, load_classifier(classifier_dir, device), load_classifier(judge_dir, device))
+    models = Models(sampling_precision(unet, precision), scheduler, load_classifier(classifier_dir, device),
+                    load_classifier(judge_dir, device))
     for path, model in ((classifier_dir, models.classifier), (judge_dir, models.judge)):
         if list(model.config.class_names) != list(class_names):
             raise StageError(f"{path}: class names {list(model.config.class_names)} differ from "

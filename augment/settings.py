@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from augment.precision import MIXED_PRECISION
 from core.params import check_at_least, check_choice
 from detection.prepared import SPLITS
 
@@ -37,9 +38,11 @@ class GenerateSettings:
     balance_factor: float            # balance: top each class up to factor x the commonest
     min_per_class: int               # balance: at least this many guided images per class
     control_per_class: int           # unguided controls per class (same seeds, scale 0)
+    mixed_precision: str             # auto | no | bf16 | fp16: the UNet's forward (augment.precision)
 
     def __post_init__(self) -> None:
         check_choice(self, "sampler", SAMPLER_NAMES)
+        check_choice(self, "mixed_precision", MIXED_PRECISION)
         if self.eta and self.sampler != "ddim":
             raise ValueError(f"eta: {self.eta} is only used by ddim; set it to 0 for {self.sampler}")
         check_at_least(self, 1, "steps", "batch_size")
@@ -96,9 +99,11 @@ class UpsampleSettings:
     steps: int                       # DDIM steps of the upsampler
     seed: int                        # image i draws its noise from a seed of (seed, image_id)
     batch_size: int                  # images per forward pass (does not change the images)
+    mixed_precision: str             # auto | no | bf16 | fp16: the upsampler's forward (augment.precision)
 
     def __post_init__(self) -> None:
         check_choice(self, "method", UPSAMPLE_METHODS)
+        check_choice(self, "mixed_precision", MIXED_PRECISION)
         check_at_least(self, 1, "steps", "batch_size")
 
 
@@ -125,8 +130,10 @@ class InpaintSettings:
     control_per_class: int           # insertions per class also rendered unguided (same seeds, scale 0)
     grid_images: int                 # reports/inpaint/examples.png: insertions shown
     grid_scale: int
+    mixed_precision: str             # auto | no | bf16 | fp16: the patch UNet's forward
 
     def __post_init__(self) -> None:
+        check_choice(self, "mixed_precision", MIXED_PRECISION)
         check_at_least(self, 1, "steps", "jump_length", "jump_n_sample", "batch_size", "objects_per_image",
                        "min_box_px", "placement_tries", "canvas_tries", "grid_images", "grid_scale")
         check_at_least(self, 0, "guidance_scale", "balance_factor", "min_per_class", "hole_margin_px", "context_px",

@@ -36,7 +36,8 @@ from augment.data import (
     to_model_range,
 )
 from augment.patches import CropSettings, load_training_set
-from augment.training import MIXED_PRECISION, over_budget, resolve_mixed_precision, warn_time_stop
+from augment.precision import MIXED_PRECISION, resolve_mixed_precision
+from augment.training import over_budget, warn_time_stop
 from augment.unet import ArchConfig
 from core.errors import StageError
 from core.params import check_at_least, check_choice, check_positive
@@ -131,7 +132,9 @@ def train_classifier(cfg: ClassifierTrainConfig, name: str, prepared: Path | str
         raise StageError(f"{scheduler_dir}: unreadable noise schedule ({type(err).__name__}: {err}); rerun the "
                          "train_unet stage".replace("\n", " ")) from None
     check_low_noise_range(cfg, name, scheduler)
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision, PartialState().device))
+    precision = resolve_mixed_precision(cfg.mixed_precision, PartialState().device)
+    accelerator = Accelerator(mixed_precision=precision.name)
+    accelerator.print(f"train_{name}: mixed precision {precision}")
     data = load_training_set(prepared, GENERATIVE_SPLITS, cfg)
     set_seed(cfg.seed)
     model = NoisyLitterClassifier.from_arch(

@@ -40,8 +40,8 @@ import augment.unet
 from augment.data import GENERATIVE_SPLITS, EpochBatchSampler, IndexDataset, to_model_range
 from augment.patches import CropSettings, load_training_set
 from augment.samplers import sample
-from augment.training import (MIXED_PRECISION, over_budget, resolve_mixed_precision, warn_time_stop,
-                              without_run_details)
+from augment.precision import MIXED_PRECISION, resolve_mixed_precision
+from augment.training import over_budget, warn_time_stop, without_run_details
 from augment.unet import ArchConfig, ScheduleConfig, build_scheduler, build_unet, diffusion_loss
 from core.errors import StageError
 from core.io import write_json
@@ -289,10 +289,9 @@ def train_unet(cfg: UNetTrainConfig, prepared: Path | str, checkpoint_dir: Path 
     """Train (or resume) until max_steps or max_minutes; returns the EMA and raw models and the log.
     `view`: what the model learns from the images (WholeImages, the scene UNet, when None)."""
     view = WholeImages() if view is None else view
-    accelerator = Accelerator(
-        gradient_accumulation_steps=cfg.grad_accum,
-        mixed_precision=resolve_mixed_precision(cfg.mixed_precision, PartialState().device),
-    )
+    precision = resolve_mixed_precision(cfg.mixed_precision, PartialState().device)
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision.name)
+    accelerator.print(f"train_unet: mixed precision {precision}")
     data = load_training_set(prepared, GENERATIVE_SPLITS, cfg)
     checkpoint_dir, key = Path(checkpoint_dir), fingerprint(cfg, data.images, accelerator, view)
     state = build_training(cfg, data.images, accelerator,

@@ -35,6 +35,7 @@ from torch import nn
 from torchvision.utils import save_image
 
 from augment.data import load_image_set, to_model_range
+from augment.precision import sampling_precision
 from augment.samplers import sample
 from augment.train_unet import TrainedUNet, UNetTrainConfig, write_training_records
 from augment.unet import build_unet
@@ -160,7 +161,8 @@ class Upsampler:
                                                 "residual_scale": self.residual_scale})
 
     @classmethod
-    def load(cls, folder: Path | str, device: torch.device | str = "cpu") -> "Upsampler":
+    def load(cls, folder: Path | str, device: torch.device | str = "cpu", precision: str = "no") -> "Upsampler":
+        """The saved upsampler, sampling at `precision` (augment.precision.sampling_precision)."""
         folder = Path(folder)
         if not (folder / "upsampler.json").is_file():
             raise StageError(f"{folder / 'upsampler.json'}: missing; run stage train_upsampler first")
@@ -170,7 +172,7 @@ class Upsampler:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             raise StageError(f"{folder / 'upsampler.json'}: unreadable ({type(err).__name__}: {err}); "
                              "run stage train_upsampler again") from None
-        unet = UNet2DModel.from_pretrained(folder).to(device).eval()
+        unet = sampling_precision(UNet2DModel.from_pretrained(folder).to(device).eval(), precision)
         return cls(unet, DDPMScheduler.from_pretrained(folder / "scheduler"), factor, target, scale)
 
     @torch.no_grad()

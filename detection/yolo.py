@@ -41,6 +41,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / ".yolo_config"
 FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
 VARIANTS = ("baseline", "augmented", "selftrain", "copypaste", "inpaint")
+AMP_CHOICES = (False, "bf16", "auto")
 # The extra training images of a variant: (folder under paths.pseudo, MixSettings field capping them or None).
 VARIANT_POOLS = {"augmented": ("synthetic", "synthetic_ratio"), "selftrain": ("tagged", "tagged_ratio"),
                  "copypaste": ("copypaste", None), "inpaint": ("inpaint", "synthetic_ratio")}
@@ -60,7 +61,7 @@ class TrainSettings:
     device: Any                   # auto (CUDA when present, else cpu) | cpu | 0 | [0, 1] (DDP)
     patience: int                 # early stopping on val fitness
     workers: int                  # dataloader workers
-    amp: Any                      # false | bf16 (true would make ultralytics fetch yolo26n.pt to check AMP)
+    amp: Any                      # false | bf16 | auto (true would make ultralytics fetch yolo26n.pt to check AMP)
     plots: bool                   # ultralytics' own training plots (label grids, curves)
     channels_last: bool           # NHWC weights; ultralytics does this on CUDA only, we also on CPU
     extra: dict                   # any other ultralytics train argument (mosaic, lr0, ...)
@@ -68,8 +69,8 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.imgsz < 32 or self.imgsz % 32:
             raise ValueError(f"imgsz: must be a positive multiple of 32, got {self.imgsz}")
-        if self.amp not in (False, "bf16"):
-            raise ValueError(f"amp: must be false or bf16, got {self.amp!r}")
+        if self.amp not in AMP_CHOICES:
+            raise ValueError(f"amp: must be false, bf16 or auto, got {self.amp!r}")
         if "channels_last" in self.extra:
             raise ValueError("extra: channels_last is a setting of its own (yolo.train.channels_last)")
         check_at_least(self, 1, "epochs", "batch")
@@ -250,24 +251,40 @@ def variant_splits(variant: str, params: YoloParams, prepared: Path | str,
 # --------------------------------------------------------------------------- train / predict
 
 @functools.cache
-def cpu_channels_last_trainer() -> type:
-    """Ultralytics' detection trainer with the model in channels-last (NHWC) memory format on CPU.
+def cpu_trainer(channels_last: bool) -> type:
+    """Ultralytics' detection trainer, on CPU: the model in channels-last (NHWC) memory format if
+    asked, and bf16 autocast when `amp` is bf16.
 
     Ultralytics converts the model to NHWC on CUDA only (`channels_last`); on the CPUs this project
     measured (2-core AMD EPYC, oneDNN) a YOLOv8n training step at 128 px runs about 1.25x faster in
     NHWC (bench/RESULTS.md). The conversion happens where ultralytics' own does, before the EMA
-    copy and the optimizer are made; checkpoints are saved NCHW either way. CPU only, so never
-    needed in a DDP subprocess (which must import its trainer by name).
+    copy and the optimizer are made; checkpoints are saved NCHW either way. Its bf16 autocast
+    refuses a CPU (CUDA only), although a CPU with bf16 instructions runs the same step 1.4x faster
+    (bench/bench_precision.py); the trainer's `autocast` is widened to allow it, and nothing else
+    changes. CPU only, so never needed in a DDP subprocess (which must import its trainer by name).
     """
     import torch
+    from ultralytics.engine import trainer as engine
     from ultralytics.models.yolo.detect import DetectionTrainer
 
-    class ChannelsLastTrainer(DetectionTrainer):
+    if not getattr(engine.autocast, "allows_cpu_bf16", False):
+        ultralytics_autocast = engine.autocast
+
+        def autocast(enabled: Any, device: str = "cuda"):
+            if device == "cpu" and enabled is torch.bfloat16:
+                return torch.autocast("cpu", dtype=torch.bfloat16)
+            return ultralytics_autocast(enabled, device=device)
+
+        autocast.allows_cpu_bf16 = True
+        engine.autocast = autocast
+
+    class CpuTrainer(DetectionTrainer):
         def set_model_attributes(self) -> None:
             super().set_model_attributes()
-            self.model = self.model.to(memory_format=torch.channels_last)
+            if channels_last:
+                self.model = self.model.to(memory_format=torch.channels_last)
 
-    return ChannelsLastTrainer
+    return CpuTrainer
 
 
 def train(settings: TrainSettings, seed: int, data_yaml: Path, out_dir: Path, log_dir: Path) -> dict[str, Any]:
@@ -278,16 +295,18 @@ def train(settings: TrainSettings, seed: int, data_yaml: Path, out_dir: Path, lo
     """
     YOLO = ultralytics_offline().YOLO
     device = resolve_device(settings.device)
-    nhwc_on_cpu = settings.channels_last and device == "cpu"  # our trainer's job: ultralytics would warn and ignore
+    if settings.amp == "auto":
+        raise ValueError("train: resolve amp auto first (pipelines.train_yolo.resolve_amp)")
+    on_cpu = device == "cpu"  # channels-last and bf16 are then our trainer's: ultralytics would ignore or refuse them
     with scratch_dir("yolo_run_") as run_root:
         model = YOLO(settings.model)
         args = dict(data=str(data_yaml), epochs=settings.epochs, imgsz=settings.imgsz, batch=settings.batch,
                     seed=seed, deterministic=True, device=device, patience=settings.patience,
-                    workers=settings.workers, amp=False if device == "cpu" else settings.amp,
-                    channels_last=settings.channels_last and not nhwc_on_cpu, plots=settings.plots,
-                    pretrained=settings.model.endswith(".pt"),
+                    workers=settings.workers, amp=settings.amp, channels_last=settings.channels_last and not on_cpu,
+                    plots=settings.plots, pretrained=settings.model.endswith(".pt"),
                     project=str(run_root), name="run", exist_ok=True, verbose=False)
-        model.train(trainer=cpu_channels_last_trainer() if nhwc_on_cpu else None, **{**args, **settings.extra})
+        trainer = cpu_trainer(settings.channels_last) if on_cpu and (settings.channels_last or settings.amp) else None
+        model.train(trainer=trainer, **{**args, **settings.extra})
         run = run_root / "run"
         for name in ("weights/best.pt", "weights/last.pt", "results.csv", "args.yaml"):
             if not (run / name).is_file():

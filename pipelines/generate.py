@@ -19,6 +19,7 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, gather_object
 
 from augment.generate import load_models, plan_images, plan_quota, render_shard, write_outputs
+from augment.precision import resolved_settings
 from augment.settings import GenerateSettings
 from core.io import atomic_dirs, write_json
 from core.params import section
@@ -28,12 +29,13 @@ from pipelines.stage import run_stage, stage_args
 
 def _main(argv: list[str] | None) -> None:
     _, params, paths = stage_args(__doc__, argv)
-    settings = section(GenerateSettings, "generate", params)
     state = PartialState(cpu=not torch.cuda.is_available())  # cpu: gloo shards under torchrun
+    settings = resolved_settings(section(GenerateSettings, "generate", params), state.device, "generate", state.print)
     names = class_names(paths.prepared)
     quota = plan_quota(settings, names, load_manifest(paths.prepared, ("train",))["tags"])
     jobs = plan_images(quota, names, settings)
-    models = load_models(paths.unet, paths.classifier, paths.judge, names, state.device)
+    models = load_models(paths.unet, paths.classifier, paths.judge, names, state.device,
+                         precision=settings.mixed_precision)
     report = paths.reports / "generation.json"
 
     outs = [paths.synthetic / "images", paths.synthetic / "control"]

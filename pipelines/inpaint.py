@@ -22,6 +22,7 @@ from accelerate.utils import gather_object
 from augment import insert
 from augment.generate import load_models
 from augment.patches import CropSettings
+from augment.precision import resolved_settings
 from augment.settings import InpaintSettings
 from core.errors import StageError
 from core.io import atomic_dirs, write_json
@@ -32,12 +33,12 @@ from pipelines.stage import run_stage, stage_args
 
 def _main(argv: list[str] | None) -> None:
     _, params, paths = stage_args(__doc__, argv)
-    settings = section(InpaintSettings, "inpaint", params)
     crops = from_dict(CropSettings, (params.get("patch_unet") or {}).get("crops"), "params.yaml: patch_unet.crops")
     state = PartialState(cpu=not torch.cuda.is_available())
+    settings = resolved_settings(section(InpaintSettings, "inpaint", params), state.device, "inpaint", state.print)
     names = class_names(paths.prepared)
     models = load_models(paths.patch_unet, paths.patch_classifier, paths.patch_judge, names, state.device,
-                         unet_stage="train_patch_unet")
+                         unet_stage="train_patch_unet", precision=settings.mixed_precision)
     size = models.unet.config.sample_size
     if crops.px % size:
         raise StageError(f"params.yaml: patch_unet.crops.px {crops.px} must be a multiple of the patch UNet's "

@@ -14,6 +14,7 @@ import sys
 
 from augment.gen_metrics import measure_generated
 from augment.generate import load_models
+from augment.precision import resolved_settings
 from augment.settings import GenerateSettings, GenMetricsSettings, SweepSettings
 from augment.sweep import point_settings, render_point
 from augment.synthetic import read_generated
@@ -34,8 +35,9 @@ def _main(argv: list[str] | None) -> None:
         raise StageError(f"params.yaml: sweep.scales: --scale {args.scale} is not one of {list(sweep.scales)}")
     metrics_settings = section(GenMetricsSettings, "gen_metrics", params)
     names = class_names(paths.prepared)
-    models = load_models(paths.unet, paths.classifier, paths.judge, names)
-    settings = point_settings(section(GenerateSettings, "generate", params), sweep, scale, names)
+    settings = resolved_settings(point_settings(section(GenerateSettings, "generate", params), sweep, scale, names),
+                                 "cpu", f"sweep@{scale}")
+    models = load_models(paths.unet, paths.classifier, paths.judge, names, precision=settings.mixed_precision)
 
     with atomic_dir(paths.sweep / scale_dir_name(scale)) as out_dir:
         write_csv(out_dir / "manifest.csv", render_point(models, settings, names, out_dir))

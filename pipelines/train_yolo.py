@@ -23,13 +23,18 @@ from __future__ import annotations
 import dataclasses
 import sys
 
+import torch
+
+from augment.precision import Precision, resolve_mixed_precision
 from core.io import atomic_dirs, scratch_dir, write_json
 from core.params import section
 from detection.prepared import class_names
 from detection.yolo import (
     VARIANTS,
+    TrainSettings,
     YoloParams,
     prepared_split,
+    resolve_device,
     seed_dir,
     train_seeds,
     variant_epochs,
@@ -39,6 +44,18 @@ from detection.yolo import (
 from pipelines.stage import Launch, run_stage, stage_args
 
 
+def resolve_amp(train: TrainSettings) -> tuple[TrainSettings, Precision]:
+    """`train` with amp `auto` decided for its device as `mixed_precision: auto` is
+    (augment.precision): bf16 where the GPU or CPU computes bf16 natively, else false (ultralytics'
+    fp16 AMP would first download a model to check itself); and the choice with its reason."""
+    if train.amp != "auto":
+        return train, Precision("bf16" if train.amp else "no", "set in params.yaml")
+    device = torch.device("cpu" if resolve_device(train.device) == "cpu" else "cuda")
+    precision = resolve_mixed_precision("auto", device)
+    amp = "bf16" if precision.name == "bf16" else False
+    return dataclasses.replace(train, amp=amp), Precision("bf16" if amp else "no", precision.reason)
+
+
 def _main(argv: list[str] | None) -> None:
     args, params, paths = stage_args(__doc__, argv, lambda parser: parser.add_argument(
         "--variant", required=True, choices=VARIANTS))
@@ -46,7 +63,9 @@ def _main(argv: list[str] | None) -> None:
     names = class_names(paths.prepared)
     splits = variant_splits(args.variant, settings, paths.prepared, paths.pseudo)
     epochs = variant_epochs(settings, len(prepared_split(paths.prepared, "train")), len(splits["train"]))
-    trained = dataclasses.replace(settings, train=dataclasses.replace(settings.train, epochs=epochs))
+    train, amp = resolve_amp(dataclasses.replace(settings.train, epochs=epochs))
+    print(f"train_yolo@{args.variant}: amp {amp}")
+    trained = dataclasses.replace(settings, train=train)
     with scratch_dir("yolo_data_") as view_dir, \
             atomic_dirs(paths.yolo / args.variant, paths.reports / "yolo" / args.variant) as (out_dir, report_dir):
         data_yaml = write_dataset_view(view_dir, splits, names)
@@ -54,7 +73,8 @@ def _main(argv: list[str] | None) -> None:
         for seed, seed_metrics in metrics.items():
             write_json(seed_dir(out_dir, seed) / "metrics.json", seed_metrics)
         write_json(out_dir / "params.json", {"variant": args.variant, "yolo": settings, "classes": names,
-                                             "n_images": {s: len(v) for s, v in splits.items()}, "epochs": epochs})
+                                             "n_images": {s: len(v) for s, v in splits.items()}, "epochs": epochs,
+                                             "amp": train.amp})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import torch
 
 from augment import upsample
 from augment.classifier import load_classifier
+from augment.precision import resolved_settings
 from augment.settings import GenMetricsSettings, UpsampleSettings
 from augment.synthetic import read_generated
 from augment.upsampler import Upsampler
@@ -27,10 +28,11 @@ from pipelines.stage import run_stage, stage_args
 
 def _main(argv: list[str] | None) -> None:
     _, params, paths = stage_args(__doc__, argv)
-    settings = section(UpsampleSettings, "upsample", params)
-    metrics = section(GenMetricsSettings, "gen_metrics", params)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    upsampler = Upsampler.load(paths.upsampler, device) if settings.method == "diffusion" else None
+    settings = resolved_settings(section(UpsampleSettings, "upsample", params), device, "upsample")
+    metrics = section(GenMetricsSettings, "gen_metrics", params)
+    upsampler = (Upsampler.load(paths.upsampler, device, settings.mixed_precision)
+                 if settings.method == "diffusion" else None)
     generated = read_generated(paths.synthetic, class_names(paths.prepared))
     real = load_manifest(paths.prepared, (metrics.real_split,))
     with atomic_dir(paths.upsampled) as out_dir:

@@ -60,29 +60,33 @@ SECTIONS = {"paths": Paths, "launch": Launch, "demo": DemoSettings, "dataset": D
 TINY_NET = {"block_out_channels": [16, 32], "attention_resolutions": [8], "attention_head_dim": 16,
             "norm_num_groups": 8}
 TINY_CROPS = {"px": 16, "count": 64}
-# Every stage runs for real on 16-px images with these, in about a minute on 2 CPU cores.
+# Every stage runs for real on 16-px images with these, in about a minute on 2 CPU cores. fp32 in
+# every torch stage (FP32): the results must not depend on whether the test machine has bf16.
+FP32 = {"mixed_precision": "no"}
 TINY = {
     "demo": {"n_images": 48, "image_size": 32},
     "dataset": {"image_size": 32},
     "split": {"train": 0.4, "tagged": 0.2, "val": 0.2, "test": 0.2},
-    "unet": {"image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4, "warmup_steps": 1, "checkpoint_every": 2,
-             "log_every": 1, "n_samples": 4, "sample_steps": 4},
-    "classifier": {"image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4},
-    "judge": {"image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4},
-    "upsampler": {"image_size": 32, "low_res": 16, "patch_size": 16, "model": {**TINY_NET, "attention_resolutions": []},
-                  "batch_size": 8, "max_steps": 4, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 1,
+    "unet": {**FP32, "image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4, "warmup_steps": 1,
+             "checkpoint_every": 2, "log_every": 1, "n_samples": 4, "sample_steps": 4},
+    "classifier": {**FP32, "image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4},
+    "judge": {**FP32, "image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4},
+    "upsampler": {**FP32, "image_size": 32, "low_res": 16, "patch_size": 16,
+                  "model": {**TINY_NET, "attention_resolutions": []}, "batch_size": 8, "max_steps": 4, "warmup_steps": 1, "checkpoint_every": 2, "log_every": 1,
                   "n_samples": 2, "sample_steps": 2},
-    "upsample": {"steps": 2, "batch_size": 4},
-    "patch_unet": {"image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4, "warmup_steps": 1,
+    "upsample": {**FP32, "steps": 2, "batch_size": 4},
+    "patch_unet": {**FP32, "image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4, "warmup_steps": 1,
                    "checkpoint_every": 2, "log_every": 1, "n_samples": 4, "sample_steps": 4, "crops": TINY_CROPS},
-    "patch_classifier": {"image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4, "crops": TINY_CROPS},
-    "patch_judge": {"image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4, "crops": TINY_CROPS},
-    "inpaint": {"steps": 4, "jump_length": 2, "jump_n_sample": 2, "batch_size": 4, "min_per_class": 2,
+    "patch_classifier": {**FP32, "image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4,
+                         "crops": TINY_CROPS},
+    "patch_judge": {**FP32, "image_size": 16, "model": TINY_NET, "batch_size": 8, "max_steps": 4, "crops": TINY_CROPS},
+    "inpaint": {**FP32, "steps": 4, "jump_length": 2, "jump_n_sample": 2, "batch_size": 4, "min_per_class": 2,
                 "control_per_class": 1, "hole_margin_px": 1, "context_px": 2, "change_threshold": 8.0,
                 "min_box_px": 1, "grid_images": 2},
-    "yolo": {"train": {"epochs": 1, "imgsz": 32, "batch": 8, "device": "cpu", "extra": {"mosaic": 0.0}},
+    "yolo": {"train": {"epochs": 1, "imgsz": 32, "batch": 8, "device": "cpu", "amp": False,
+                       "extra": {"mosaic": 0.0}},
              "seeds": [0, 1]},
-    "generate": {"steps": 4, "balance_factor": 0.0, "min_per_class": 2, "control_per_class": 1, "batch_size": 8},
+    "generate": {**FP32, "steps": 4, "balance_factor": 0.0, "min_per_class": 2, "control_per_class": 1, "batch_size": 8},
     "sweep": {"scales": [0, 3], "per_class": 1, "steps": 4},
     "pseudo_label": {"predict": {"conf": 0.001, "device": "cpu", "batch": 8}},
     "evaluate": {"predict": {"device": "cpu", "batch": 8}, "bootstrap": {"n_resamples": 50}, "grid_images": 4,
@@ -90,7 +94,7 @@ TINY = {
 }
 # A large scale: the tiny random classifier's gradients are weak, and the stage must show their effect.
 TINY_GENERATE = {"sampler": "ddim", "steps": 2, "guidance_scale": 1000.0, "eta": 0.0, "seed": 3, "batch_size": 2,
-                 "quota": "balance", "balance_factor": 1.0, "min_per_class": 1, "control_per_class": 1}
+                 "quota": "balance", "balance_factor": 1.0, "min_per_class": 1, "control_per_class": 1, **FP32}
 TINY_METRICS = {"k": 1, "kid_subsets": 10, "batch_size": 4}
 # The detection stages on tiny_prepared: keep every box the one-epoch baseline finds, draw everything.
 TINY_DETECTION = {

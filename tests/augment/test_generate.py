@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
+from augment import precision
 from augment.generate import (
     ImageJob,
     Rendered,
@@ -170,3 +172,26 @@ def test_missing_unet_weights_stop_the_stage_with_one_line(stage_dir, capsys):
     err = capsys.readouterr().err.strip()
     assert err == "error: models/unet/diffusion_pytorch_model.safetensors: not found; run the train_unet stage first"
     assert not (stage_dir / "data/synthetic").exists()
+
+
+def test_the_unet_samples_at_the_precision_asked_and_the_classifiers_in_fp32(stage_dir):
+    x, t = torch.rand(2, 3, TINY_SIZE, TINY_SIZE) * 2 - 1, torch.tensor([500, 500])
+    paths = [stage_dir / "models" / name for name in ("unet", "classifier", "judge")]
+    fp32, bf16 = (load_models(*paths, TINY_CLASSES, precision=p) for p in ("no", "bf16"))
+    with torch.no_grad():
+        for model in ("unet", "classifier", "judge"):
+            out32, out16 = (getattr(models, model)(x, t) for models in (fp32, bf16))
+            out32, out16 = (getattr(out, "sample", out) for out in (out32, out16))
+            assert out16.dtype == torch.float32
+            assert torch.equal(out32, out16) == (model != "unet")
+
+
+@pytest.mark.slow
+def test_auto_precision_is_resolved_logged_and_recorded_with_the_images(stage_dir, monkeypatch, capsys):
+    write_params(stage_dir, generate={**TINY_GENERATE, "mixed_precision": "auto"})
+    monkeypatch.setattr(precision, "cpu_bf16_evidence", lambda cpuinfo: "CPU flag avx512_bf16")
+    assert stage.main([]) == 0
+    assert "generate: mixed precision bf16 (auto: CPU flag avx512_bf16)" in capsys.readouterr().out
+    params = json.loads((stage_dir / "data/synthetic/images/params.json").read_text())
+    assert params["generate"]["mixed_precision"] == "bf16"
+    assert json.loads((stage_dir / "reports/generation.json").read_text())["settings"]["mixed_precision"] == "bf16"

@@ -8,13 +8,14 @@ import pandas as pd
 import pytest
 import yaml
 
+from augment import precision
 from core.errors import StageError
 from core.params import from_dict
 from detection.yolo import (
     TrainSettings,
     YoloParams,
     added_images,
-    cpu_channels_last_trainer,
+    cpu_trainer,
     pseudo_split,
     train_seeds,
     ultralytics_offline,
@@ -96,7 +97,7 @@ def test_dataset_view_copies_images_and_labels_outside_the_prepared_dir(tmp_path
 
 @pytest.mark.parametrize("values, message", [
     ({"imgsz": 40}, "yolo.train.imgsz: must be a positive multiple of 32, got 40"),
-    ({"amp": True}, "yolo.train.amp: must be false or bf16, got True"),
+    ({"amp": True}, "yolo.train.amp: must be false, bf16 or auto, got True"),
     ({"epochs": 0}, "yolo.train.epochs: must be >= 1, got 0"),
     ({"epoch": 3}, "yolo.train: unknown key(s) epoch"),
     ({"extra": {"channels_last": False}}, "yolo.train.extra: channels_last is a setting of its own"),
@@ -107,13 +108,13 @@ def test_train_settings_reject_bad_values(values, message):
     assert str(err.value).startswith(f"params.yaml: {message}")
 
 
-def test_cpu_channels_last_trainer_trains_an_nhwc_model_with_its_own_parameters(tmp_path, tiny_prepared):
+def test_the_cpu_trainer_trains_an_nhwc_model_with_its_own_parameters(tmp_path, tiny_prepared):
     import torch
 
     ultralytics_offline()
     splits = variant_splits("baseline", settings(YoloParams, "yolo"), tiny_prepared, tmp_path)
     data_yaml = write_dataset_view(tmp_path / "view", splits, ["a", "b", "c"])
-    trainer = cpu_channels_last_trainer()(overrides=dict(
+    trainer = cpu_trainer(channels_last=True)(overrides=dict(
         model="yolov8n.yaml", data=str(data_yaml), epochs=1, imgsz=32, batch=4, device="cpu", workers=0,
         plots=False, val=False, mosaic=0.0, project=str(tmp_path / "runs"), name="r", verbose=False))
     seen = {}
@@ -133,6 +134,53 @@ def test_cpu_channels_last_trainer_trains_an_nhwc_model_with_its_own_parameters(
     weight = saved.model[0].conv.weight
     assert weight.is_contiguous() and weight.shape == seen["first_conv"].shape  # saved NCHW
     assert not torch.equal(trainer.model.model[0].conv.weight.detach(), seen["first_conv"])  # it trained
+
+
+def test_the_cpu_trainer_trains_under_bf16_autocast_when_amp_is_bf16(tmp_path, tiny_prepared):
+    import torch
+
+    ultralytics_offline()
+    splits = variant_splits("baseline", settings(YoloParams, "yolo"), tiny_prepared, tmp_path)
+    data_yaml = write_dataset_view(tmp_path / "view", splits, ["a", "b", "c"])
+    trainer = cpu_trainer(channels_last=False)(overrides=dict(
+        model="yolov8n.yaml", data=str(data_yaml), epochs=1, imgsz=32, batch=4, device="cpu", workers=0, amp="bf16",
+        plots=False, val=False, mosaic=0.0, project=str(tmp_path / "runs"), name="r", verbose=False))
+    seen = {}
+
+    def at_start(tr):
+        seen["first_conv"] = tr.model.model[0].conv.weight.detach().clone()
+        tr.model.model[0].conv.register_forward_hook(lambda module, args, out: seen.update(dtype=out.dtype))
+
+    trainer.add_callback("on_train_start", at_start)
+    trainer.train()
+    assert seen["dtype"] == torch.bfloat16
+    weight = trainer.model.model[0].conv.weight
+    assert weight.dtype == torch.float32 and not torch.equal(weight.detach(), seen["first_conv"])  # fp32 weights, trained
+
+
+def test_the_widened_autocast_leaves_every_other_case_to_ultralytics():
+    import torch
+
+    cpu_trainer(channels_last=False)
+    from ultralytics.engine import trainer as engine
+
+    with engine.autocast(torch.bfloat16, device="cpu"):
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    with engine.autocast(False, device="cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize("amp, evidence, expected", [
+    ("auto", "CPU flag avx512_bf16", ("bf16", "bf16 (auto: CPU flag avx512_bf16)")),
+    ("auto", None, (False, "no (auto: no bf16 instructions on this CPU)")),
+    ("bf16", None, ("bf16", "bf16 (set in params.yaml)")),
+    (False, "CPU flag avx512_bf16", (False, "no (set in params.yaml)")),
+])
+def test_amp_auto_takes_bf16_where_the_cpu_has_it(monkeypatch, amp, evidence, expected):
+    monkeypatch.setattr(precision, "cpu_bf16_evidence", lambda cpuinfo: evidence)
+    monkeypatch.setattr(precision.torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    train, chosen = train_yolo.resolve_amp(settings(YoloParams, "yolo", train={"amp": amp, "device": "cpu"}).train)
+    assert (train.amp, str(chosen)) == expected
 
 
 @pytest.mark.parametrize("values, message", [
@@ -198,7 +246,7 @@ def test_one_epoch_train_offline_writes_weights_and_curves(tmp_path, tiny_prepar
     out = tmp_path / "models" / "yolo" / "baseline"
     assert sorted(p.name for p in out.iterdir()) == ["params.json", "seed_0", "seed_1"]  # TINY: yolo.seeds [0, 1]
     record = json.loads((out / "params.json").read_text())
-    assert record["n_images"] == {"train": 8, "val": 6} and record["epochs"] == 1
+    assert record["n_images"] == {"train": 8, "val": 6} and record["epochs"] == 1 and record["amp"] is False
     for seed in (0, 1):
         for name in ("best.pt", "last.pt", "results.csv", "args.yaml", "metrics.json"):
             assert (out / f"seed_{seed}" / name).is_file(), name

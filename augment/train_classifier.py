@@ -147,7 +147,7 @@ def train_classifier(cfg: ClassifierTrainConfig, name: str, prepared: Path | str
         AugmentedImages(data, classifier_augmentation(cfg.augment_strength, cfg.seed)), batch_size=cfg.batch_size,
         shuffle=True, drop_last=len(data.images) >= cfg.batch_size, generator=torch.Generator().manual_seed(cfg.seed),
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight(data.targets).to(accelerator.device))
     steps, stop_reason, minutes = fit(cfg, f"train_{name}", accelerator, model, optimizer, loader, loss_fn, scheduler)

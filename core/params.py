@@ -128,7 +128,9 @@ def checked_scalar(hint: Any, value: Any, where: str) -> Any:
           float: isinstance(value, (int, float)) and not isinstance(value, bool)}[kind]
     if not ok:
         expected = {float: "a number", Path: "a path"}.get(kind, kind.__name__)
-        raise StageError(f"{where}: expected {expected}, got {value!r}")
+        hint = " (YAML reads unquoted no / yes / off / on as booleans: quote the word)" if \
+            kind is str and isinstance(value, bool) else ""
+        raise StageError(f"{where}: expected {expected}, got {value!r}{hint}")
     return {float: float, Path: Path}.get(kind, lambda v: v)(value)
 
 

@@ -24,11 +24,19 @@ from core.errors import StageError
 from core.params import FREE_FORM_KEYS, read_params
 
 
+# Words YAML 1.1 (PyYAML, which reads params.yaml) takes for booleans; ruamel writes YAML 1.2, where
+# they are strings, so a string such as `mixed_precision: "no"` must be written quoted.
+YAML11_BOOLEANS = {form for word in ("y", "yes", "n", "no", "true", "false", "on", "off")
+                   for form in (word, word.capitalize(), word.upper())}
+
+
 def round_trip() -> YAML:
     rt = YAML()  # round-trip: comments, flow style and anchors survive
     rt.width = 4096
     rt.preserve_quotes = True
     rt.representer.add_representer(type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    rt.representer.add_representer(str, lambda rep, text: rep.represent_scalar(
+        "tag:yaml.org,2002:str", text, style='"' if text in YAML11_BOOLEANS else None))
     return rt
 
 

@@ -61,6 +61,8 @@ def test_values_become_typed_fields():
     ({"folder": 3}, "params.yaml: outer.folder: expected a path, got 3"),
     ({"inner": {"rate": "fast", "name": "a"}}, "params.yaml: outer.inner.rate: expected a number, got 'fast'"),
     ({"inner": {"rate": 1, "name": 2}}, "params.yaml: outer.inner.name: expected str, got 2"),
+    ({"inner": {"rate": 1, "name": False}}, "params.yaml: outer.inner.name: expected str, got False (YAML reads "
+                                            "unquoted no / yes / off / on as booleans: quote the word)"),
     ({"inner": 5}, "params.yaml: outer.inner: expected a mapping, got int"),
 ])
 def test_wrongly_typed_values_fail_with_the_key_and_value(changes, message):

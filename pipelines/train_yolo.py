@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import TYPE_CHECKING
 
-import torch
-
-from augment.precision import Precision, resolve_mixed_precision
 from core.io import atomic_dirs, scratch_dir, write_json
 from core.params import section
 from detection.prepared import class_names
@@ -43,11 +41,18 @@ from detection.yolo import (
 )
 from pipelines.stage import Launch, run_stage, stage_args
 
+if TYPE_CHECKING:
+    from augment.precision import Precision
+
 
 def resolve_amp(train: TrainSettings) -> tuple[TrainSettings, Precision]:
     """`train` with amp `auto` decided for its device as `mixed_precision: auto` is
     (augment.precision): bf16 where the GPU or CPU computes bf16 natively, else false (ultralytics'
     fp16 AMP would first download a model to check itself); and the choice with its reason."""
+    import torch  # here, not at the top: torch must load after stage_args has set its threads
+
+    from augment.precision import Precision, resolve_mixed_precision
+
     if train.amp != "auto":
         return train, Precision("bf16" if train.amp else "no", "set in params.yaml")
     device = torch.device("cpu" if resolve_device(train.device) == "cpu" else "cuda")

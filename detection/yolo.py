@@ -260,8 +260,8 @@ def cpu_trainer(channels_last: bool) -> type:
     NHWC (bench/RESULTS.md). The conversion happens where ultralytics' own does, before the EMA
     copy and the optimizer are made; checkpoints are saved NCHW either way. Its bf16 autocast
     refuses a CPU (CUDA only), although a CPU with bf16 instructions runs the same step 1.4x faster
-    (bench/bench_precision.py); the trainer's `autocast` is widened to allow it, and nothing else
-    changes. CPU only, so never needed in a DDP subprocess (which must import its trainer by name).
+    (bench/bench_precision.py); the `autocast` that ultralytics' trainer module calls is widened,
+    for this process, to allow that one case, and nothing else changes. CPU only, so never needed in a DDP subprocess (which must import its trainer by name).
     """
     import torch
     from ultralytics.engine import trainer as engine

@@ -45,11 +45,13 @@ class EvaluateSettings:
     draw_conf: float             # figures: detections drawn above this confidence
     grid_images: int             # figures: images per grid
     grid_scale: int              # figures: nearest-neighbour upscale of the tiny images
+    reference_floor: float       # reference mAP50 below this: its pseudo-labels cannot work, comparisons are void
 
     def __post_init__(self) -> None:
         if not self.variants or len(set(self.variants)) != len(self.variants):
             raise ValueError(f"variants: expected distinct variant names, got {list(self.variants)}")
         check_at_least(self, 1, "grid_images", "grid_scale")
+        check_at_least(self, 0, "reference_floor")
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,26 @@ def training_record(variant_dir: Path) -> dict[str, int]:
         raise StageError(f"{path}: not a train_yolo params.json ({err}); rerun train_yolo") from None
 
 
+def void_comparisons(ev: Evaluation, reference_floor: float) -> dict[str, str]:
+    """Why a comparison with the reference says nothing, in words: {"reference": ...} when the
+    reference's mean mAP50 is below `reference_floor` (a detector that weak gives no pseudo-labels
+    worth the name, and deltas against it are noise), {variant: ...} for a variant that trained on
+    the reference's images alone (it received no extra images: nothing was added to compare)."""
+    void = {}
+    reference_map50 = ev.spread(ev.reference)["mean"][METRICS.index("mAP50"), -1]
+    if not reference_map50 >= reference_floor:
+        void["reference"] = (f"`{ev.reference}` reached mAP50 {reference_map50:.3f}, below the floor of "
+                             f"{reference_floor} (`evaluate.reference_floor`): its pseudo-labels cannot work and "
+                             "every delta against it is void")
+    reference_images = ev.training.get(ev.reference, {}).get("images")
+    for variant in ev.deltas:
+        images = ev.training.get(variant, {}).get("images")
+        if reference_images is not None and images == reference_images:
+            void[variant] = (f"`{variant}` received no extra images: it trained on the same {images} images as "
+                             f"`{ev.reference}`, so its delta is void")
+    return void
+
+
 def finite(x: float, digits: int | None = None) -> float | None:
     """JSON-safe: NaN -> None; rounded to `digits` when given."""
     if not np.isfinite(x):
@@ -136,11 +158,13 @@ def finite(x: float, digits: int | None = None) -> float | None:
     return float(x) if digits is None else round(float(x), digits)
 
 
-def metrics_json(ev: Evaluation, digits: int = 4) -> dict[str, Any]:
+def metrics_json(ev: Evaluation, void: dict[str, str], digits: int = 4) -> dict[str, Any]:
     """`reports/metrics.json`, the stage's DVC metric, kept small for `dvc metrics show / diff`:
     per variant the seed means and each seed's mAP50; per other variant the mAP50 and mAP50-95
-    deltas with interval and resolved flag; per class the seed-mean AP50 of every variant."""
-    out: dict[str, Any] = {"test_images": len(ev.images), "seeds": len(ev.seeds)}
+    deltas with interval and resolved flag; per class the seed-mean AP50 of every variant; `void`:
+    a flag for the reference and for each other variant, true where `void_comparisons` gave a reason."""
+    out: dict[str, Any] = {"test_images": len(ev.images), "seeds": len(ev.seeds),
+                           "void": {name: name in void for name in ("reference", *ev.deltas)}}
     ap50 = METRICS.index("mAP50")
     for v in ev.summaries:
         mean, per_seed = ev.spread(v)["mean"], ev.per_seed(v)

@@ -126,10 +126,15 @@ def overall_table(ev: Evaluation) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def delta_table(ev: Evaluation, ci: float) -> pd.DataFrame:
+def is_void(variant: str, void: dict[str, str]) -> bool:
+    """A comparison `void_comparisons` called void: the variant's own, or every one when the reference failed."""
+    return variant in void or "reference" in void
+
+
+def delta_table(ev: Evaluation, ci: float, void: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame([{"variant": v, "metric": m, "delta": f"{d.delta[k, -1]:+.3f}",
                           f"{ci:.0%} interval": f"[{d.ci_low[k, -1]:+.3f}, {d.ci_high[k, -1]:+.3f}]",
-                          "verdict": mark(d.resolved[k, -1], d.delta[k, -1])}
+                          "verdict": "void" if is_void(v, void) else mark(d.resolved[k, -1], d.delta[k, -1])}
                          for v, d in ev.deltas.items() for k, m in enumerate(METRICS)])
 
 
@@ -143,23 +148,37 @@ def per_class_table(ev: Evaluation) -> pd.DataFrame:
                          for c, name in enumerate(ev.names)])
 
 
-def verdict(ev: Evaluation) -> str:
-    """One plain sentence: which deltas are resolved (overall, any metric; per class, AP50), or that none is."""
+def verdict(ev: Evaluation, void: dict[str, str]) -> str:
+    """One plain sentence: which deltas are resolved (overall, any metric; per class, AP50), or that none
+    is; void comparisons count as neither."""
     k50 = METRICS.index("mAP50")
-    found = [f"{v} {m} {d.delta[k, -1]:+.3f}" for v, d in ev.deltas.items() for k, m in enumerate(METRICS)
+    valid = {v: d for v, d in ev.deltas.items() if not is_void(v, void)}
+    found = [f"{v} {m} {d.delta[k, -1]:+.3f}" for v, d in valid.items() for k, m in enumerate(METRICS)
              if d.resolved[k, -1]]
-    found += [f"{v} {name} AP50 {d.delta[k50, c]:+.3f}" for v, d in ev.deltas.items()
+    found += [f"{v} {name} AP50 {d.delta[k50, c]:+.3f}" for v, d in valid.items()
               for c, name in enumerate(ev.names) if d.resolved[k50, c]]
     if not ev.deltas:
         return "There is no other variant to compare."
+    if not valid:
+        return "**Every comparison is void** (see the warning at the top): no delta here means anything."
     if not found:
         return (f"**No delta is resolved**: every interval contains 0, so this test set and these {len(ev.seeds)} "
                 f"training seeds cannot tell any variant from `{ev.reference}`.")
     return f"**Resolved** (interval excludes 0): {'; '.join(found)}. Every other delta is unresolved."
 
 
-def write_report(ev: Evaluation, settings: EvaluateSettings, pseudo_dir: Path, figures: Path, link: str) -> str:
-    """Render the figures into `figures` and return the markdown text, which finds them under `link`."""
+def void_warning(void: dict[str, str]) -> str:
+    """The report's opening warning when a comparison is void (`detection.evaluate.void_comparisons`), else ''."""
+    if not void:
+        return ""
+    lines = "".join(f"- {reason}.\n" for reason in void.values())
+    return f"**Warning: {len(void)} comparison(s) here say nothing.**\n\n{lines}\n"
+
+
+def write_report(ev: Evaluation, settings: EvaluateSettings, pseudo_dir: Path, figures: Path, link: str,
+                 void: dict[str, str]) -> str:
+    """Render the figures into `figures` and return the markdown text, which finds them under `link`;
+    `void` (detection.evaluate.void_comparisons) is said first."""
     rel, boot = Path(link), settings.bootstrap
     plot_pr_curves(ev, figures / "pr_curves.png")
     plot_delta_bars(ev, figures / "delta_map50.png", boot.ci)
@@ -178,9 +197,9 @@ def write_report(ev: Evaluation, settings: EvaluateSettings, pseudo_dir: Path, f
                 "test images happened to be held out and how much training runs differ by seed"
                 + (" (with one seed: test images only)" if n_seeds == 1 else "")
                 + ". A delta is resolved only when its interval excludes 0.")
-    parts = [f"# Detection report\n\n{intro}\n\n## Overall\n", markdown_table(overall_table(ev)),
+    parts = [f"# Detection report\n\n{void_warning(void)}{intro}\n\n## Overall\n", markdown_table(overall_table(ev)),
              f"\n## Delta vs {ev.reference}\n\n{interval}\n\n",
-             markdown_table(delta_table(ev, boot.ci)) if ev.deltas else "", f"\n{verdict(ev)}\n",
+             markdown_table(delta_table(ev, boot.ci, void)) if ev.deltas else "", f"\n{verdict(ev, void)}\n",
              f"\n## Per class (AP50: mean ± sd over seeds; delta [{boot.ci:.0%} interval])\n",
              markdown_table(per_class_table(ev)), f"\n![delta AP50 per class]({rel / 'delta_map50.png'})\n",
              f"\n## PR curves (IoU 0.5, the detections of all {n_seeds} seeds pooled)\n",

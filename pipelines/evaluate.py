@@ -32,16 +32,19 @@ def _main(argv: list[str] | None) -> None:
     evaluate.variants_present(settings.variants, yolo.seeds, paths.yolo)
     names = class_names(paths.prepared)
     result = evaluate.evaluate(paths.prepared, paths.yolo, names, settings, yolo.seeds, yolo.train.imgsz)
+    void = evaluate.void_comparisons(result, settings.reference_floor)
     reports = paths.reports
     with atomic_dirs(reports / "figures", reports / "pr") as (figures, pr_dir):
         evaluate.write_pr_curves(result, pr_dir)
-        markdown = (report.write_report(result, settings, paths.pseudo / "synthetic", figures, link="figures")
+        markdown = (report.write_report(result, settings, paths.pseudo / "synthetic", figures, "figures", void)
                     + synthetic_section(reports))
     write_text(reports / "per_class.csv", evaluate.per_class_frame(result).to_csv(index=False))
     write_text(reports / "report.md", markdown)
-    write_json(reports / "evaluation.json", {**evaluate.evaluation_json(result), "settings": {
+    write_json(reports / "evaluation.json", {**evaluate.evaluation_json(result), "void": void, "settings": {
         "evaluate": settings, "seeds": yolo.seeds, "imgsz": yolo.train.imgsz}})
-    write_json(reports / "metrics.json", evaluate.metrics_json(result))
+    write_json(reports / "metrics.json", evaluate.metrics_json(result, void))
+    for reason in void.values():
+        print(f"evaluate: WARNING: {reason}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,11 +31,12 @@ def leaves(tree, prefix=""):
 def test_metrics_json_is_compact_and_holds_seed_means_deltas_and_class_ap50():
     # baseline finds bottles only (both seeds); `better` finds both classes with seed 0, bottles with seed 1
     ev = hand_evaluation({"baseline": [[0], [0]], "better": [[0, 1], [0]]})
-    metrics = metrics_json(ev)
+    metrics = metrics_json(ev, {"better": "`better` received no extra images: ..."})
     json.dumps(metrics, allow_nan=False)  # no NaN anywhere
     columns = leaves(metrics)
     assert all(v is None or type(v) in (int, float, bool) for v in columns.values())
-    assert set(metrics) == {"test_images", "seeds", "baseline", "better", "delta_better", "AP50"}
+    assert set(metrics) == {"test_images", "seeds", "void", "baseline", "better", "delta_better", "AP50"}
+    assert metrics["void"] == {"reference": False, "better": True}
     assert (metrics["test_images"], metrics["seeds"]) == (3, 2)
     # mAP50 per seed: the mean over the classes with ground truth (bottle, can; paper has none)
     assert metrics["baseline"]["mAP50_seed"] == {"0": PERFECT / 2, "1": PERFECT / 2}
@@ -50,7 +51,7 @@ def test_metrics_json_is_compact_and_holds_seed_means_deltas_and_class_ap50():
     assert metrics["AP50"] == {"bottle": {"baseline": PERFECT, "better": PERFECT},
                                "can": {"baseline": 0.0, "better": PERFECT / 2},
                                "paper": {"baseline": None, "better": None}}
-    assert len(columns) == 2 + 2 * (4 + 2) + 2 * 4 + 3 * 2
+    assert len(columns) == 2 + 2 + 2 * (4 + 2) + 2 * 4 + 3 * 2  # void: reference and better
 
 
 def test_evaluation_json_and_per_class_csv_hold_spreads_per_seed_values_and_intervals():
@@ -94,7 +95,14 @@ def test_evaluate_identical_variants_end_to_end(tmp_path, monkeypatch):
             d = metrics[f"delta_{variant}"][m]
             assert d["delta"] == 0.0 and d["ci_low"] <= 0 <= d["ci_high"] and d["resolved"] is False
     assert set(metrics["AP50"]) == set(TINY_CLASSES)
+    # copies of the baseline trained on its images: every comparison is void, and says so first
+    copies = ("augmented", "selftrain", "copypaste", "inpaint")
+    assert all(metrics["void"][v] for v in copies)
+    assert metrics["void"]["reference"] == (metrics["baseline"]["mAP50"] < 0.05)
+    head = (tmp_path / "reports/report.md").read_text().split("## Overall")[0]
+    assert "comparison(s) here say nothing" in head and all(f"- `{v}` received no extra images" in head for v in copies)
     full = json.loads((tmp_path / "reports/evaluation.json").read_text())
+    assert set(full["void"]) - {"reference"} == set(copies)
     assert full["seeds"] == [0, 1] and full["settings"]["imgsz"] == 32
     per_class = pd.read_csv(tmp_path / "reports/per_class.csv")
     assert len(per_class) == 5 * len(TINY_CLASSES)
@@ -104,7 +112,7 @@ def test_evaluate_identical_variants_end_to_end(tmp_path, monkeypatch):
     report = (tmp_path / "reports/report.md").read_text()
     for figure in ("pr_curves.png", "delta_map50.png", "test_detections.png"):
         assert f"figures/{figure}" in report and (tmp_path / "reports/figures" / figure).stat().st_size > 0
-    assert "| baseline | 2 | 8 | 1 |" in report and "No delta is resolved" in report  # seeds, train images, epochs
+    assert "| baseline | 2 | 8 | 1 |" in report and "**Every comparison is void**" in report  # seeds, images, epochs
 
 
 def test_evaluate_names_every_missing_variant_and_seed(tmp_path, monkeypatch, capsys):

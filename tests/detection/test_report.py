@@ -9,7 +9,7 @@ import json
 import pytest
 
 from core.errors import StageError
-from detection.evaluate import EvaluateSettings, training_record
+from detection.evaluate import EvaluateSettings, training_record, void_comparisons
 from detection.report import write_report
 from tests.support import TINY_DETECTION, hand_evaluation, make_synthetic, settings
 
@@ -19,7 +19,7 @@ def render(tmp_path, found, pseudo: bool = True) -> str:
     figures = tmp_path / "figures"
     figures.mkdir()
     pseudo_dir = make_synthetic(tmp_path, n=2) if pseudo else tmp_path / "none"
-    return write_report(hand_evaluation(found), evaluate_settings, pseudo_dir, figures, link="figures")
+    return write_report(hand_evaluation(found), evaluate_settings, pseudo_dir, figures, "figures", void={})
 
 
 def cells(markdown: str, start: str) -> list[str]:
@@ -64,7 +64,7 @@ def test_report_shows_what_each_variant_trained_on(tmp_path):
     (tmp_path / "figures").mkdir()
     ev = dataclasses.replace(hand_evaluation({"baseline": [[0], [0]], "more": [[0, 1], [0, 1]]}),
                              training={"baseline": {"images": 135, "epochs": 20}, "more": {"images": 188, "epochs": 15}})
-    markdown = write_report(ev, evaluate_settings, tmp_path / "none", tmp_path / "figures", link="figures")
+    markdown = write_report(ev, evaluate_settings, tmp_path / "none", tmp_path / "figures", "figures", void={})
     assert cells(markdown, "| variant |")[:4] == ["variant", "seeds", "train images", "epochs"]
     assert cells(markdown, "| more |")[:4] == ["more", "2", "188", "15"]
 
@@ -77,3 +77,39 @@ def test_training_record_reads_train_yolo_params_and_names_a_bad_file(tmp_path):
     (tmp_path / "v" / "params.json").write_text(json.dumps({"n_images": {"val": 135}}))
     with pytest.raises(StageError, match=r"v/params.json: not a train_yolo params.json \('train'\); rerun train_yolo"):
         training_record(tmp_path / "v")
+
+
+def test_a_variant_that_received_no_extra_images_and_a_weak_reference_are_called_void_at_the_top(tmp_path):
+    # the baseline finds bottles only: mAP50 0.4975 (bottle 0.995, can 0)
+    ev = dataclasses.replace(hand_evaluation({"baseline": [[0], [0]], "augmented": [[0, 1], [0, 1]],
+                                               "selftrain": [[0], [0]]}),
+                             training={"baseline": {"images": 8, "epochs": 2}, "augmented": {"images": 12, "epochs": 2},
+                                       "selftrain": {"images": 8, "epochs": 2}})
+    assert void_comparisons(ev, reference_floor=0.05) == {
+        "selftrain": "`selftrain` received no extra images: it trained on the same 8 images as `baseline`, so its "
+                     "delta is void"}
+    void = void_comparisons(ev, reference_floor=0.5)
+    assert set(void) == {"reference", "selftrain"}
+    assert void["reference"].startswith("`baseline` reached mAP50 0.497, below the floor of 0.5")
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    markdown = write_report(ev, settings(EvaluateSettings, "evaluate", **TINY_DETECTION["evaluate"]), tmp_path / "none",
+                            figures, "figures", void)
+    head = markdown.split("## Overall")[0]
+    assert "**Warning: 2 comparison(s) here say nothing.**" in head
+    assert f"- {void['reference']}.\n" in head and f"- {void['selftrain']}.\n" in head
+    assert cells(markdown, "| augmented | mAP50 |")[-1] == "void"  # a failed reference voids every comparison
+    assert "**Every comparison is void**" in markdown and "Resolved" not in markdown
+    only_selftrain = write_report(ev, settings(EvaluateSettings, "evaluate", **TINY_DETECTION["evaluate"]),
+                                  tmp_path / "none", figures, "figures", {"selftrain": void["selftrain"]})
+    assert cells(only_selftrain, "| selftrain | mAP50 |")[-1] == "void"
+    assert cells(only_selftrain, "| augmented | mAP50 |")[-1] == "resolved"
+    assert "**Resolved** (interval excludes 0): augmented" in only_selftrain
+    plain = write_report(ev, settings(EvaluateSettings, "evaluate", **TINY_DETECTION["evaluate"]), tmp_path / "none",
+                         figures, "figures", {})
+    assert "Warning" not in plain
+
+
+def test_a_failed_reference_is_void_even_at_nan():
+    ev = hand_evaluation({"baseline": [[], []], "augmented": [[0], [0]]})  # the baseline finds nothing: mAP50 0
+    assert void_comparisons(ev, reference_floor=0.05)["reference"].startswith("`baseline` reached mAP50 0.000")

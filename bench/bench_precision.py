@@ -101,17 +101,23 @@ def classifier_train(params: dict, precision: str) -> tuple[Callable[[], None], 
     return step, batch
 
 
-def unet_sample(params: dict, precision: str) -> tuple[Callable[[], None], int]:
-    cfg = section(UNetTrainConfig, "unet", params)
-    batch = params["generate"]["batch_size"]
-    unet = sampling_precision(build_unet(cfg.model, cfg.schedule, cfg.image_size).eval(), precision)
-    x, t = torch.randn(batch, 3, cfg.image_size, cfg.image_size), torch.full((batch,), 500)
+def sampling_forward(unet: torch.nn.Module, precision: str, x: torch.Tensor) -> Callable[[], None]:
+    """One sampling step's forward of `unet` on x at t = 500, without gradients, at `precision`."""
+    unet = sampling_precision(unet.eval(), precision)
+    t = torch.full((x.shape[0],), 500)
 
     def step() -> None:
         with torch.no_grad():
             unet(x, t)
 
-    return step, batch
+    return step
+
+
+def unet_sample(params: dict, precision: str) -> tuple[Callable[[], None], int]:
+    cfg = section(UNetTrainConfig, "unet", params)
+    batch = params["generate"]["batch_size"]
+    unet = build_unet(cfg.model, cfg.schedule, cfg.image_size)
+    return sampling_forward(unet, precision, torch.randn(batch, 3, cfg.image_size, cfg.image_size)), batch
 
 
 def guidance(params: dict, precision: str) -> tuple[Callable[[], None], int]:
@@ -124,15 +130,8 @@ def guidance(params: dict, precision: str) -> tuple[Callable[[], None], int]:
 def upsampler_sample(params: dict, precision: str) -> tuple[Callable[[], None], int]:
     cfg = section(UpsamplerTrainConfig, "upsampler", params)
     batch = params["upsample"]["batch_size"]
-    unet = sampling_precision(build_unet(cfg.model, cfg.schedule, cfg.image_size, in_channels=6,
-                                         mid_attention=False).eval(), precision)
-    x, t = torch.randn(batch, 6, cfg.image_size, cfg.image_size), torch.full((batch,), 500)
-
-    def step() -> None:
-        with torch.no_grad():
-            unet(x, t)
-
-    return step, batch
+    unet = build_unet(cfg.model, cfg.schedule, cfg.image_size, in_channels=6, mid_attention=False)
+    return sampling_forward(unet, precision, torch.randn(batch, 6, cfg.image_size, cfg.image_size)), batch
 
 
 def yolo_train(params: dict, precision: str) -> tuple[Callable[[], None], int]:

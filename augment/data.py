@@ -21,7 +21,10 @@ from torch.utils.data import Dataset, Sampler  # noqa: E402
 from core.errors import StageError  # noqa: E402
 from detection.prepared import class_names, load_manifest, multi_hot, read_rgb, resample_rgb  # noqa: E402
 
-GENERATIVE_SPLITS = ("train", "tagged")
+GENERATIVE_SPLITS = ("train", "tagged")  # tags known: what the classifiers, judges and crops learn from
+# every image a model may learn what roads look like from (the whole-image UNet, the upsampler): the
+# unlabelled pool's images too, whose content is unknown
+ROAD_SPLITS = (*GENERATIVE_SPLITS, "unlabelled")
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 import augment.data
 import augment.training
 import augment.unet
-from augment.data import GENERATIVE_SPLITS, EpochBatchSampler, IndexDataset, to_model_range
+from augment.data import GENERATIVE_SPLITS, ROAD_SPLITS, EpochBatchSampler, IndexDataset, to_model_range
 from augment.patches import CropSettings, load_training_set
 from augment.samplers import sample
 from augment.precision import MIXED_PRECISION, resolve_mixed_precision
@@ -294,7 +294,8 @@ def train_unet(cfg: UNetTrainConfig, prepared: Path | str, checkpoint_dir: Path 
     precision = resolve_mixed_precision(cfg.mixed_precision, PartialState().device)
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision.name)
     accelerator.print(f"train_unet: mixed precision {precision}")
-    data = load_training_set(prepared, GENERATIVE_SPLITS, cfg)
+    # crops centre on known boxes (augment.patches); whole images may come from the unlabelled pool
+    data = load_training_set(prepared, GENERATIVE_SPLITS if getattr(cfg, "crops", None) else ROAD_SPLITS, cfg)
     checkpoint_dir, key = Path(checkpoint_dir), fingerprint(cfg, data.images, accelerator, view)
     state = build_training(cfg, data.images, accelerator,
                            lambda step: save_checkpoint(accelerator, checkpoint_dir, step, key, cfg.keep_checkpoints),

@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     params_text = profiled_params(args.params.read_text(), overrides)
     (work / "params.yaml").write_text(params_text)
     shutil.copy2(work / "params.yaml", out / "params.yaml")
-    stages = ordered_stages(yaml.safe_load(params_text))
+    params = yaml.safe_load(params_text)
+    (work / params["dataset"]["unlabelled"]).mkdir(parents=True, exist_ok=True)  # as in a clone: empty, no pool
+    stages = ordered_stages(params)
     setup = {"machine": machine(), "profiles": args.profiles, "sets": args.sets, "n_stages": len(stages)}
     (out / "machine.json").write_text(json.dumps(setup, indent=2))
     times = pd.DataFrame(columns=["stage", "seconds", "exit_code"])

@@ -1,6 +1,7 @@
 """Prepared images whose every box is known: the images of the boxed splits, and the clean (untagged)
 `tagged` images. Copy-paste and inpainting put litter into them (`train` and clean ones; never `val`
-or `test`); the patch models cut their crops from them (augment.patches).
+or `test`); the patch models cut their crops from them (augment.patches). An `unlabelled` image is
+never one: its content is unknown, not clean.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def canvases(prepared: Path | str, splits: Sequence[str] = ("train", "tagged")) 
     out = []
     for row in load_manifest(prepared, tuple(splits)).itertuples():
         boxed = row.split in BOXED_SPLITS
-        if not boxed and row.tags:
+        if not boxed and (row.split != "tagged" or row.tags):
             continue
         rgb = read_rgb(row.abspath)
         xyxy, cls, text = np.zeros((0, 4), np.float32), np.zeros(0, np.int64), ""

@@ -8,6 +8,12 @@ does; stretch scales each axis), split (`detection.splits`) and write images, YO
 `manifest.csv`, `data.yaml`. A bad box makes its whole image bad: dropping only the box would
 leave an unlabelled object that the detector learns as background.
 
+The unlabelled pool (`dataset.unlabelled`, `detection.pool`) is read beside the boxed dataset
+and goes through the same checks and resize: images with known tags (or known to be clean) join
+`tagged`, the others `unlabelled`. Neither takes part in the split dealing; `split.mode` decides
+whether the boxed images also give a `tagged` share (`detection.splits`). The preflight of object
+sizes (`detection.preflight`) measures every box of the boxed dataset at `image_size`.
+
 Instance masks (COCO / TACO segmentation, `SourceBox.mask`) are rasterised in source px
 (`detection.masks`), resized with the image's own geometry (`square_geometry`) by area average,
 and an output pixel goes to the instance covering at least `MASK_COVERAGE` of it (the one
@@ -27,10 +33,12 @@ from PIL import Image
 
 from core.errors import StageError
 from core.io import write_json
-from core.params import check_choice, to_jsonable
+from core.params import check_at_least, check_choice, to_jsonable
 from detection.formats import FORMATS, dataset_root, detect_format, read_dataset
 from detection.masks import instance_map, source_mask_pixels
-from detection.prepared import MANIFEST_COLUMNS, SPLITS
+from detection.pool import POOL_KEY_PREFIX, TAGS_FILE, PoolRecord, read_pool
+from detection.preflight import preflight
+from detection.prepared import BOXED_SPLITS, MANIFEST_COLUMNS, SPLITS
 from detection.records import ON_ERROR, BadRecord, Problems, SourceBox, SourceImage
 from detection.splits import SplitParams, assign_splits
 
@@ -53,6 +61,8 @@ class DatasetParams:
     min_box_px: float          # boxes thinner than this (source px) are degenerate
     on_error: str              # fail | skip
     on_missing_split: str      # a split the source declares but does not ship: skip (reported) | fail
+    unlabelled: str            # folder of images without boxes, optional tags.csv (detection.pool)
+    small_box_px: float        # preflight: a class whose median box (shorter side, px at image_size) is under this
 
     def __post_init__(self) -> None:
         check_choice(self, "format", ("auto", *FORMATS))
@@ -68,6 +78,7 @@ class DatasetParams:
             raise ValueError(f"unmapped must be drop, fail or one of classes, got {self.unmapped!r}")
         if self.image_size < 8:
             raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        check_at_least(self, 0, "small_box_px")
 
 
 @dataclass(frozen=True)
@@ -75,13 +86,19 @@ class PreparedImage:
     source: SourceImage
     image: Image.Image                       # RGB, image_size x image_size
     boxes: tuple[tuple[int, float, float, float, float], ...]  # (class index, cx, cy, w, h) normalised
+    source_sides: tuple[float, ...]          # each box's shorter side in source px (the preflight's)
     source_masks: int                        # boxes whose source has a mask
     instances: np.ndarray | None             # instance map [size, size] (detection.prepared); None: no mask
 
 
 def map_class(box: SourceBox, params: DatasetParams) -> str | None:
     """Target class of a source box: its name, then its supercategory, via classes or class_map."""
-    for name in (box.label, box.supercategory):
+    return map_name(params, box.label, box.supercategory)
+
+
+def map_name(params: DatasetParams, label: str, supercategory: str | None = None) -> str | None:
+    """Target class of a source class name (a box's or a pool image's tag); None: dropped (`unmapped: drop`)."""
+    for name in (label, supercategory):
         if name is None:
             continue
         if name in params.class_map:
@@ -91,7 +108,7 @@ def map_class(box: SourceBox, params: DatasetParams) -> str | None:
     if params.unmapped == "drop":
         return None
     if params.unmapped == "fail":
-        raise BadRecord(f"unknown class {box.label!r} (not in dataset.classes or dataset.class_map)")
+        raise BadRecord(f"unknown class {label!r} (not in dataset.classes or dataset.class_map)")
     return params.unmapped
 
 
@@ -170,13 +187,14 @@ def prepare_image(source: SourceImage, params: DatasetParams, problems: Problems
                             f"differs from the image's {width}x{height}")
         resized, sx, sy, ox, oy = resize_square(image, params.image_size, params.resize)
         size = params.image_size
-        boxes, coverages = [], []
+        boxes, coverages, sides = [], [], []
         for box in source.boxes:
             target = map_class(box, params)
             x0, y0, x1, y1 = check_box(box, width, height, params, problems, file)
             if target is None:
                 problems.fix(file, box.record, f"class {box.label!r} not mapped: box dropped")
                 continue
+            sides.append(min(x1 - x0, y1 - y0))
             x0, x1 = x0 * sx + ox, x1 * sx + ox
             y0, y1 = y0 * sy + oy, y1 * sy + oy
             boxes.append((params.classes.index(target), (x0 + x1) / 2 / size, (y0 + y1) / 2 / size,
@@ -187,7 +205,7 @@ def prepare_image(source: SourceImage, params: DatasetParams, problems: Problems
         return None
     n_masks = sum(c is not None for c in coverages)
     instances = instance_map(coverages, (size, size), MASK_COVERAGE) if n_masks else None
-    return PreparedImage(source, resized, tuple(boxes), n_masks, instances)
+    return PreparedImage(source, resized, tuple(boxes), tuple(sides), n_masks, instances)
 
 
 def image_ids(sources: list[SourceImage], problems: Problems) -> dict[str, str]:
@@ -205,17 +223,32 @@ def image_ids(sources: list[SourceImage], problems: Problems) -> dict[str, str]:
     return ids
 
 
+@dataclass(frozen=True)
+class Imported:
+    """One prepared image on its way into the manifest."""
+
+    item: PreparedImage
+    split: str
+    tags: tuple[str, ...]     # target class names present ('' joined for a clean road or an unknown image)
+    known: bool               # False: an unlabelled pool image nobody tagged (unknown, not clean)
+    source: str               # the source file, relative to its dataset or (prefixed unlabelled/) pool folder
+    from_pool: bool           # from dataset.unlabelled, not from the boxed dataset
+
+
 def prepare_dataset(dataset: DatasetParams, split: SplitParams, out: Path) -> dict:
-    """Import the dataset at `dataset.path` into `out` (an empty dir); returns the import report."""
+    """Import the dataset at `dataset.path` and the pool at `dataset.unlabelled` into `out` (an empty
+    dir); returns the import report."""
     path = Path(dataset.path)
     if not path.exists():
         raise StageError(f"{path}: dataset path not found (params.yaml dataset.path)")
     fmt = detect_format(path) if dataset.format == "auto" else dataset.format
     problems = Problems(dataset.on_error, dataset.on_missing_split)
     sources, source_names = read_dataset(path, fmt, problems)
+    pool_folder = Path(dataset.unlabelled)
+    pool = read_pool(pool_folder, problems)
     root = dataset_root(path)
     sources = sorted(sources, key=lambda s: s.key)
-    ids = image_ids(sources, problems)
+    ids = image_ids(sources + [p.source for p in pool], problems)
     prepared = [p for s in sources if s.key in ids and (p := prepare_image(s, dataset, problems))]
     if not prepared:
         raise StageError(f"{root}: no usable images found")
@@ -225,24 +258,63 @@ def prepare_dataset(dataset: DatasetParams, split: SplitParams, out: Path) -> di
     names = list(dataset.classes)
     tags = [tuple(names[c] for c in sorted({b[0] for b in p.boxes})) for p in prepared]
     splits = assign_splits(tags, [p.source.split for p in prepared], split)
-    rows = [write_image(out, ids[p.source.key], s, p, t, root, dataset.image_size)
-            for p, s, t in zip(prepared, splits, tags)]
+    entries = [Imported(p, s, t, True, p.source.path.relative_to(root).as_posix(), False)
+               for p, s, t in zip(prepared, splits, tags)]
+    entries += prepare_pool(pool, ids, dataset, problems, pool_folder)
+    rows = [write_image(out, ids[e.item.source.key], e, dataset.image_size) for e in entries]
     manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
     manifest.to_csv(out / "manifest.csv", index=False)
     data_yaml = {"path": ".", "names": dict(enumerate(names)), "nc": len(names),
                  **{s: f"images/{s}" for s in SPLITS}, "image_size": dataset.image_size}
     (out / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
-    report = import_report(manifest, prepared, splits, names, problems, fmt, root, source_names)
+    report = {"source": str(root), "format": fmt, "source_classes": source_names, "classes": names,
+              "split_mode": split.mode, **import_report(entries, names, problems),
+              "unlabelled": pool_report(entries, pool_folder),
+              "preflight": size_preflight(prepared, names, dataset)}
     write_json(out / "params.json", {"dataset": to_jsonable(dataset), "split": to_jsonable(split)})
     return report
 
 
-def write_image(out: Path, image_id: str, split: str, item: PreparedImage, tags: tuple[str, ...],
-                root: Path, size: int) -> dict:
+def prepare_pool(pool: list[PoolRecord], ids: dict[str, str], params: DatasetParams, problems: Problems,
+                 folder: Path) -> list[Imported]:
+    """The pool's images, resized as the boxed ones: `tagged` when their tags are known, else `unlabelled`."""
+    entries = []
+    for record in pool:
+        if record.source.key not in ids:
+            continue
+        try:
+            tags = pool_tags(record, params, problems, folder / TAGS_FILE)
+        except BadRecord as err:
+            problems.bad(folder / TAGS_FILE, f"tags of {record.source.path.relative_to(folder).as_posix()}", str(err))
+            continue
+        item = prepare_image(record.source, params, problems)
+        if item is not None:
+            entries.append(Imported(item, "unlabelled" if tags is None else "tagged", tags or (), tags is not None,
+                                    POOL_KEY_PREFIX + record.source.path.relative_to(folder).as_posix(), True))
+    return entries
+
+
+def pool_tags(record: PoolRecord, params: DatasetParams, problems: Problems, tags_file: Path) -> tuple[str, ...] | None:
+    """A pool image's tags as target class names in class order (() for clean); None: unknown."""
+    if record.tags is None:
+        return None
+    mapped = set()
+    for name in record.tags:
+        target = map_name(params, name)
+        if target is None:
+            problems.fix(tags_file, record.source.record,
+                         f"tag {name!r} of {record.source.path.name} not mapped: dropped")
+        else:
+            mapped.add(target)
+    return tuple(c for c in params.classes if c in mapped)
+
+
+def write_image(out: Path, image_id: str, entry: Imported, size: int) -> dict:
+    item, split = entry.item, entry.split
     image_path = out / "images" / split / f"{image_id}.png"
     image_path.parent.mkdir(parents=True, exist_ok=True)
     item.image.save(image_path)
-    if split != "tagged":
+    if split in BOXED_SPLITS:
         label_file = out / "labels" / split / f"{image_id}.txt"
         label_file.parent.mkdir(parents=True, exist_ok=True)
         label_file.write_text("".join(f"{c} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n" for c, cx, cy, w, h in item.boxes))
@@ -251,39 +323,60 @@ def write_image(out: Path, image_id: str, split: str, item: PreparedImage, tags:
             mask_file.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(item.instances).save(mask_file)
     return {"image_id": image_id, "split": split, "path": image_path.relative_to(out).as_posix(),
-            "width": size, "height": size, "source": item.source.path.relative_to(root).as_posix(),
-            "tags": ";".join(tags), "n_boxes": len(item.boxes)}
+            "width": size, "height": size, "source": entry.source,
+            "tags": ";".join(entry.tags), "n_boxes": len(item.boxes)}
 
 
-def import_report(manifest: pd.DataFrame, prepared: list[PreparedImage], splits: list[str],
-                  names: list[str], problems: Problems, fmt: str, root: Path,
-                  source_names: list[str]) -> dict:
+def import_report(entries: list[Imported], names: list[str], problems: Problems) -> dict:
+    """Images, boxes and masks per split and class, and every fixed or skipped record."""
     per_split = {}
     for split_name in SPLITS:
-        members = [p for p, s in zip(prepared, splits) if s == split_name]
-        boxes = Counter(names[b[0]] for p in members for b in p.boxes)
-        images = Counter(names[c] for p in members for c in {b[0] for b in p.boxes})
+        members = [e for e in entries if e.split == split_name]
+        boxes = Counter(names[b[0]] for e in members for b in e.item.boxes)
+        images = Counter(tag for e in members for tag in e.tags)
+        boxed = split_name in BOXED_SPLITS
         per_split[split_name] = {
             "images": len(members),
-            "clean_images": sum(1 for p in members if not p.boxes),
+            "clean_images": sum(1 for e in members if e.known and not e.tags),
+            "unknown_images": sum(1 for e in members if not e.known),
             "images_per_class": {n: images[n] for n in names},
             "boxes_per_class": {n: boxes[n] for n in names},
-            "labels_written": split_name != "tagged",
-            "boxes_with_mask": sum(masked_boxes(p) for p in members) if split_name != "tagged" else 0,
+            "labels_written": boxed,
+            "boxes_with_mask": sum(masked_boxes(e.item) for e in members) if boxed else 0,
         }
-    totals = Counter(names[b[0]] for p in prepared for b in p.boxes)
+    totals = Counter(names[b[0]] for e in entries for b in e.item.boxes)
+    items = [e.item for e in entries]
     return {
-        "source": str(root), "format": fmt, "source_classes": source_names, "classes": names,
-        "images": len(manifest), "boxes_per_class": {n: totals[n] for n in names},
+        "images": len(entries), "boxes_per_class": {n: totals[n] for n in names},
         "splits": per_split,
-        "masks": {"boxes_with_source_mask": sum(p.source_masks for p in prepared),
+        "masks": {"boxes_with_source_mask": sum(p.source_masks for p in items),
                   "boxes_with_mask": sum(s["boxes_with_mask"] for s in per_split.values()),
-                  "lost_in_resize": sum(p.source_masks - masked_boxes(p) for p in prepared),
+                  "lost_in_resize": sum(p.source_masks - masked_boxes(p) for p in items),
                   "note": "boxes_with_mask: boxes with pixels in masks/<split>/ (train, val, test); lost_in_resize: "
                           f"source masks that cover no output pixel by {MASK_COVERAGE:g} or more"},
         "fixed": problems.fixed, "skipped": problems.skipped,
         "missing_splits": problems.missing_splits,
     }
+
+
+def pool_report(entries: list[Imported], folder: Path) -> dict:
+    """What the unlabelled folder added: its images by what is known of them."""
+    pool = [e for e in entries if e.from_pool]
+    return {"folder": str(folder), "images": len(pool), "tagged": sum(e.known and bool(e.tags) for e in pool),
+            "clean": sum(e.known and not e.tags for e in pool), "unknown": sum(not e.known for e in pool),
+            "note": "tagged and clean images (tags.csv) join the tagged split; unknown ones the unlabelled split, "
+                    "which only the UNet, the upsampler and the self-training pool read"}
+
+
+def size_preflight(prepared: list[PreparedImage], names: list[str], dataset: DatasetParams) -> dict:
+    """detection.preflight over every box of the boxed dataset (withheld ones included)."""
+    sides: dict[str, list[float]] = {n: [] for n in names}
+    source_sides: dict[str, list[float]] = {n: [] for n in names}
+    for item in prepared:
+        for (c, _, _, w, h), source_side in zip(item.boxes, item.source_sides):
+            sides[names[c]].append(min(w, h) * dataset.image_size)
+            source_sides[names[c]].append(source_side)
+    return preflight(sides, source_sides, dataset.image_size, dataset.small_box_px)
 
 
 def masked_boxes(item: PreparedImage) -> int:

@@ -8,7 +8,10 @@
       masks/{split}/{image_id}.png   instance map, 8-bit (16-bit past 255 boxes) grey, image_size square;
                                      train, val, test, only images with a mask pixel
 
-`tags` is the ';'-joined class names present in the image ('' for a clean road); `n_boxes`
+Splits: `train`, `val`, `test` (boxed), `tagged` (image-level tags known, no boxes: the boxed
+images whose boxes the benchmark withholds, and the unlabelled pool's tagged or clean images) and
+`unlabelled` (pool images whose content is unknown). `tags` is the ';'-joined class names present
+in the image: '' is a clean road in every split but `unlabelled`, where it means unknown. `n_boxes`
 counts the source boxes kept, also for `tagged` images whose boxes are withheld.
 
 Instance map: 0 is background, k the instance of the k-th line (1-based) of the image's label
@@ -29,7 +32,7 @@ from PIL import Image
 from core.errors import StageError
 from core.tables import read_table
 
-SPLITS = ("train", "tagged", "val", "test")
+SPLITS = ("train", "tagged", "val", "test", "unlabelled")
 BOXED_SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ("image_id", "split", "path", "width", "height", "source", "tags", "n_boxes")
 

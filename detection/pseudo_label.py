@@ -8,7 +8,9 @@ Two pools go through the same code (`pseudo_label_pool`):
 - the real `tagged` pool (`selftrain`): the image-level tags are the consistency check.
   `required` = `allowed` = the tags: boxes of untagged classes are removed (the tags say the class
   is absent, so they are false positives) and the image is kept only if every tagged class still
-  has a box. A clean-tagged image with no box left is a background image.
+  has a box. A clean-tagged image with no box left is a background image. The `unlabelled` images
+  join this pool with nothing to check against: nothing required, every class allowed (group
+  `(unknown)`), so one with no box is background under the cap.
 
 An image with no box left and nothing required is background; background images are capped so
 they make up at most `max_background_fraction` of the kept images (a seeded random choice).
@@ -33,7 +35,6 @@ import torchvision
 from PIL import Image
 
 from augment.synthetic import read_generated
-from core.errors import StageError
 from core.params import check_at_least
 from detection.prepared import read_rgb
 from detection.yolo import Detections, PredictSettings, load_model, pixels_to_labels, predict
@@ -84,9 +85,13 @@ def synthetic_pool(synthetic: Path | str, names: Sequence[str], require_target: 
 
 
 def tagged_pool(frame: pd.DataFrame, names: Sequence[str]) -> list[PoolImage]:
-    """The real `tagged` images (a `load_manifest` frame): tags are both required and the only allowed classes."""
+    """The real `tagged` and `unlabelled` images (a `load_manifest` frame): a tagged image's tags are both
+    required and the only allowed classes; an unlabelled one requires nothing and allows everything."""
     pool = []
     for row in frame.itertuples():
+        if row.split == "unlabelled":
+            pool.append(PoolImage(row.image_id, Path(row.abspath), frozenset(), None, "(unknown)"))
+            continue
         tags = frozenset(names.index(t) for t in row.tags)
         pool.append(PoolImage(row.image_id, Path(row.abspath), tags, tags, ";".join(sorted(row.tags)) or "(clean)"))
     return pool
@@ -191,11 +196,10 @@ def run(pool: Sequence[PoolImage], weights: Path | str, settings: PseudoLabelSet
     """Label `pool` with the detector at `weights`, write the kept images as a YOLO layout; the report.
 
     Every image is first brought to size x size, the prepared images' (`detection.prepared.resample_rgb`;
-    stage upsample already delivers the synthetic ones at that size)."""
-    if not pool:
-        raise StageError("pseudo_label: the image pool is empty")
+    stage upsample already delivers the synthetic ones at that size). An empty pool (`split.mode:
+    use_all_boxes` without an unlabelled folder) writes an empty layout: its variant adds nothing."""
     images = [read_rgb(p.path, size) for p in pool]
-    decisions = pseudo_label_pool(load_model(weights), pool, images, settings, imgsz)
+    decisions = pseudo_label_pool(load_model(weights), pool, images, settings, imgsz) if pool else []
     write_layout(decisions, images, out_dir, names)
     (out_dir / "classes.txt").write_text("".join(f"{n}\n" for n in names))
     return report(decisions, names)

@@ -6,6 +6,11 @@ largest deficit: each next image goes to the split furthest behind its fraction.
 global counts within one image of the fractions and every stratum (every class, the clean
 roads too) spread across the splits in the same proportions.
 
+Two purposes (`mode`): `benchmark` deals a `tagged` share whose boxes are withheld, to measure the
+low-label regime against known answers (the demo); `use_all_boxes` gives that share to `train`, so
+the detector learns from every boxed training image, and the pool of unboxed images is only the
+unlabelled folder's (`detection.pool`).
+
 Source splits (`use_source_splits`): an image the source puts in `val` or `test` stays there;
 images in the source's `train` (or with no split) are dealt to the remaining splits, whose
 fractions are renormalised; `val`/`test` are dealt from them only where the source has none.
@@ -19,14 +24,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.errors import StageError
+from core.params import check_choice
 
 SPLIT_NAMES = ("train", "tagged", "val", "test")
+SPLIT_MODES = ("benchmark", "use_all_boxes")
 
 
 @dataclass(frozen=True)
 class SplitParams:
     """params.yaml `split`: fractions of the images per split (they sum to 1)."""
 
+    mode: str                  # benchmark | use_all_boxes (module docstring)
     seed: int
     train: float
     tagged: float
@@ -35,12 +43,18 @@ class SplitParams:
     use_source_splits: bool
 
     def __post_init__(self) -> None:
-        fractions = self.fractions()
+        check_choice(self, "mode", SPLIT_MODES)
+        fractions = {name: float(getattr(self, name)) for name in SPLIT_NAMES}
         if any(f < 0 for f in fractions.values()) or abs(sum(fractions.values()) - 1.0) > 1e-6:
             raise ValueError(f"split fractions must be >= 0 and sum to 1, got {fractions}")
 
     def fractions(self) -> dict[str, float]:
-        return {name: float(getattr(self, name)) for name in SPLIT_NAMES}
+        """The share of the boxed images each split receives; `use_all_boxes` adds `tagged`'s to `train`."""
+        fractions = {name: float(getattr(self, name)) for name in SPLIT_NAMES}
+        if self.mode == "use_all_boxes":
+            fractions["train"] += fractions["tagged"]
+            fractions["tagged"] = 0.0
+        return fractions
 
 
 def stratum_keys(tags: list[tuple[str, ...]]) -> list[str]:

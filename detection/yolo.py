@@ -250,6 +250,13 @@ def variant_splits(variant: str, params: YoloParams, prepared: Path | str,
 
 # --------------------------------------------------------------------------- train / predict
 
+def check_local_weights(model: str) -> None:
+    """A `.pt` model must be a local file: ultralytics would download a missing one of a known name."""
+    if model.endswith(".pt") and not Path(model).is_file():
+        raise StageError(f"params.yaml: yolo.train.model: {model}: no such file; the pipeline never downloads weights "
+                         "(download the checkpoint once yourself and give its path)")
+
+
 @functools.cache
 def cpu_trainer(channels_last: bool) -> type:
     """Ultralytics' detection trainer, on CPU: the model in channels-last (NHWC) memory format if

@@ -1,4 +1,5 @@
-"""Stage `import`: a COCO / YOLO / Pascal VOC dataset -> <paths.prepared>/ + <paths.reports>/import.json."""
+"""Stage `import`: a COCO / YOLO / Pascal VOC dataset and the unlabelled pool beside it ->
+<paths.prepared>/ + <paths.reports>/import.json, with the preflight of object sizes printed."""
 
 from __future__ import annotations
 
@@ -21,8 +22,17 @@ def _main(argv: list[str] | None) -> None:
     counts = ", ".join(f"{name} {info['images']}" for name, info in report["splits"].items())
     print(f"imported {report['images']} images ({report['format']}): {counts}; "
           f"{len(report['fixed'])} fixed, {len(report['skipped'])} skipped")
+    pool = report["unlabelled"]
+    print(f"unlabelled pool {pool['folder']}: {pool['images']} images ({pool['tagged']} tagged, {pool['clean']} clean, "
+          f"{pool['unknown']} unknown); split mode {report['split_mode']}")
     for missing in report["missing_splits"]:
         print(f"warning: {missing['file']}: {missing['split']}: {missing['reason']}; imported without it")
+    preflight = report["preflight"]
+    sizes = "; ".join(f"{name} {s['median_px']:g} / {s['p10_px']:g}" for name, s in preflight["per_class"].items()
+                      if s["boxes"])
+    print(f"box sizes at {preflight['image_size']} px (shorter side, median / 10th percentile): {sizes}")
+    for warning in preflight["warnings"]:
+        print(f"WARNING: import: {warning}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,8 @@
 (<paths.upsampled>, stage upsample), kept when a box of their target class is found; writes
 <paths.pseudo>/synthetic/ + <paths.reports>/pseudo_label.json.
 `--pool tagged` (stage `pseudo_label_tagged`, the self-training control): the real `tagged` split
-of <paths.prepared>, checked against its image-level tags; writes <paths.pseudo>/tagged/ +
+of <paths.prepared>, checked against its image-level tags, and its `unlabelled` split (nothing to
+check against); writes <paths.pseudo>/tagged/ +
 <paths.reports>/pseudo_label_tagged.json. Both use the baseline detector of the first seed in
 `yolo.seeds` (<paths.yolo>/baseline/seed_<s>/best.pt) and the params `pseudo_label`, `yolo.train.imgsz`
 and `yolo.seeds`; each output holds images/, labels/, manifest.csv, params.json, with every image at
@@ -35,12 +36,17 @@ def _main(argv: list[str] | None) -> None:
     if args.pool == "synthetic":
         pool = pseudo_label.synthetic_pool(paths.upsampled, names, settings.require_target)
     else:
-        pool = pseudo_label.tagged_pool(load_manifest(paths.prepared, ("tagged",)), names)
+        pool = pseudo_label.tagged_pool(load_manifest(paths.prepared, ("tagged", "unlabelled")), names)
     weights = seed_dir(paths.yolo / "baseline", yolo.seeds[0]) / "best.pt"
     with atomic_dir(paths.pseudo / args.pool) as out_dir:
         result = pseudo_label.run(pool, weights, settings, imgsz, names, out_dir, image_size(paths.prepared))
         write_json(out_dir / "params.json", {"pseudo_label": settings, "imgsz": imgsz, "weights": weights})
         write_json(paths.reports / REPORTS[args.pool], result)
+    total = result["total"]
+    print(f"pseudo_label ({args.pool}): kept {total['kept'] + total['kept_background']} of {total['images']} images")
+    if not pool:
+        print(f"WARNING: pseudo_label: the {args.pool} pool is empty, so its variant adds no images (report.md calls "
+              "that comparison void)")
 
 
 def main(argv: list[str] | None = None) -> int:

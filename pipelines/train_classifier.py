@@ -5,8 +5,8 @@
     python -m pipelines.train_classifier --section patch_classifier   # the same two on crops at the
     python -m pipelines.train_classifier --section patch_judge        #   detector's scale (augment.patches)
 
-The classifier trains on prepared train + tagged images noised with the UNet's schedule
-(<paths.unet>/scheduler), its encoder started from the UNet's weights when
+The classifier trains on prepared train + tagged images (never the `unlabelled` ones: their tags are
+unknown) noised with the UNet's schedule (<paths.unet>/scheduler), its encoder started from the UNet's weights when
 `classifier.init_from_unet` is true. The judge is the same model with noise off and its own
 seed, never tied to the generator. The patch sections use <paths.patch_unet> for the schedule and
 the encoder. Writes <paths.classifier | judge | patch_classifier | patch_judge>/ (save_pretrained +

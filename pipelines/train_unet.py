@@ -1,4 +1,5 @@
-"""Stages train_unet and train_patch_unet: the unconditional diffusion UNet on prepared train + tagged images.
+"""Stages train_unet and train_patch_unet: the unconditional diffusion UNet on prepared train + tagged images
+(the scene UNet also on the `unlabelled` pool's; the patch UNet's crops come only from images whose boxes are known).
 
     python -m pipelines.train_unet                        # section unet: whole images (scenes)
     python -m pipelines.train_unet --section patch_unet   # crops at the detector's scale (augment.patches)

@@ -1,6 +1,6 @@
 """Stage train_upsampler: ADM's super-resolution model, from the generative resolution to the detector's.
 
-Trains `augment.upsampler` on crops of the prepared train + tagged images (params `upsampler`) with
+Trains `augment.upsampler` on crops of the prepared train + tagged + unlabelled images (params `upsampler`) with
 the scene UNet's machinery: resumable from <paths.upsampler_checkpoints>/, `accelerate launch`
 ready (only the main process writes). Writes <paths.upsampler>/ (the EMA model, upsampler.json,
 params.json, samples.png: real | bicubic | upsampled `val` images) and <paths.reports>/upsampler/

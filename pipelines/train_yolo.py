@@ -31,6 +31,7 @@ from detection.yolo import (
     VARIANTS,
     TrainSettings,
     YoloParams,
+    check_local_weights,
     prepared_split,
     resolve_device,
     seed_dir,
@@ -65,6 +66,7 @@ def _main(argv: list[str] | None) -> None:
     args, params, paths = stage_args(__doc__, argv, lambda parser: parser.add_argument(
         "--variant", required=True, choices=VARIANTS))
     settings = section(YoloParams, "yolo", params)
+    check_local_weights(settings.train.model)
     names = class_names(paths.prepared)
     splits = variant_splits(args.variant, settings, paths.prepared, paths.pseudo)
     epochs = variant_epochs(settings, len(prepared_split(paths.prepared, "train")), len(splits["train"]))

@@ -179,6 +179,19 @@ def write_tiny_prepared(root: Path, seed: int = 0) -> Path:
     return prepared
 
 
+def move_tagged_to_unlabelled(root, count):
+    """The first `count` `tagged` images of root's prepared data become `unlabelled` (tags unknown)."""
+    prepared = root / "data" / "prepared"
+    frame = pd.read_csv(prepared / "manifest.csv", keep_default_na=False, dtype={"tags": str})
+    moved = frame.index[frame["split"] == "tagged"][:count]
+    (prepared / "images" / "unlabelled").mkdir(exist_ok=True)
+    for i in moved:
+        target = f"images/unlabelled/{frame.loc[i, 'image_id']}.png"
+        (prepared / frame.loc[i, "path"]).rename(prepared / target)
+        frame.loc[i, ["split", "path", "tags"]] = ["unlabelled", target, ""]
+    frame.to_csv(prepared / "manifest.csv", index=False)
+
+
 def make_synthetic(root: Path, n: int = 6, seed: int = 1, size: int = TINY_SIZE) -> Path:
     """`root/data/synthetic` as `generate` writes it: size x size images/*.png + manifest.csv, targets cycling."""
     synthetic = root / "data" / "synthetic"

@@ -22,7 +22,14 @@ from augment.train_unet import (
 )
 from core.errors import StageError
 from pipelines import train_unet as stage
-from tests.support import adm_schedule, settings, tiny_unet, trained_scheduler, write_params
+from tests.support import (
+    adm_schedule,
+    move_tagged_to_unlabelled,
+    settings,
+    tiny_unet,
+    trained_scheduler,
+    write_params,
+)
 
 TINY = settings(
     UNetTrainConfig, "unet", seed=3, model={"attention_head_dim": 8, "dropout": 0.1},
@@ -34,6 +41,23 @@ TINY = settings(
 
 def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_the_scene_unet_learns_from_unlabelled_images_too_the_patch_unet_only_from_known_ones(
+        tiny_prepared, tmp_path, monkeypatch):
+    move_tagged_to_unlabelled(tmp_path, 3)
+    result = train_unet(dataclasses.replace(TINY, max_steps=1), tiny_prepared, tmp_path / "ckpt")
+    assert result.summary["n_images"] == 8 + 5 + 3  # train, the tagged left, the unlabelled
+    asked = []
+
+    def splits_only(prepared, splits, cfg):
+        asked.append(tuple(splits))
+        raise StageError("stop here")
+
+    monkeypatch.setattr("augment.train_unet.load_training_set", splits_only)
+    with pytest.raises(StageError, match="stop here"):
+        train_unet(settings(PatchUNetTrainConfig, "patch_unet"), tiny_prepared, tmp_path / "patch")
+    assert asked == [("train", "tagged")]  # crops need every box known (augment.patches)
 
 
 @pytest.mark.slow

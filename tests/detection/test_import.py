@@ -18,11 +18,14 @@ CLASSES = ["bottle", "can", "plastic_bag", "paper", "cigarette_butt"]
 
 
 def write_params(tmp_path: Path, split_overrides=None, **dataset_overrides) -> None:
+    """Params for an import of tmp_path/src, with the unlabelled pool at tmp_path/pool (created empty)."""
+    (tmp_path / "pool").mkdir(exist_ok=True)
     dataset = {"path": "src", "format": "coco", "classes": CLASSES, "class_map": {}, "unmapped": "drop",
                "image_size": 32, "resize": "letterbox", "clip_tolerance_px": 2.0, "min_box_px": 1.0,
-               "on_error": "fail", "on_missing_split": "skip", **dataset_overrides}
-    split = {"seed": 0, "train": 0.25, "tagged": 0.25, "val": 0.25, "test": 0.25, "use_source_splits": True,
-             **(split_overrides or {})}
+               "on_error": "fail", "on_missing_split": "skip", "unlabelled": "pool", "small_box_px": 2.0,
+               **dataset_overrides}
+    split = {"mode": "benchmark", "seed": 0, "train": 0.25, "tagged": 0.25, "val": 0.25, "test": 0.25,
+             "use_source_splits": True, **(split_overrides or {})}
     support.write_params(tmp_path, dataset=dataset, split=split)
 
 

@@ -1,6 +1,7 @@
 """Pseudo-label keep policies, TTA box un-flipping, and both stages end to end on tiny fixtures."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ from detection.prepared import load_manifest, read_rgb, read_yolo_labels
 from detection.pseudo_label import PoolImage, cap_background, decide, predict_tta, synthetic_pool, tagged_pool
 from detection.yolo import Detections, PredictSettings
 from pipelines import pseudo_label, train_yolo
-from tests.support import TINY_DETECTION, make_synthetic, write_params, write_tiny_prepared
+from tests.support import TINY_DETECTION, make_synthetic, move_tagged_to_unlabelled, write_params, write_tiny_prepared
 
 NAMES = ["bottle", "can", "paper"]
 
@@ -159,3 +160,27 @@ def test_pseudo_label_needs_the_baseline(tmp_path, tiny_prepared, monkeypatch, c
     assert pseudo_label.main([]) == 2
     assert capsys.readouterr().err == "error: models/yolo/baseline/seed_0/best.pt: weights not found; run train_yolo first\n"
     assert not (tmp_path / "data" / "pseudo").exists() or not any((tmp_path / "data" / "pseudo").iterdir())
+
+
+@pytest.mark.slow
+def test_the_self_training_pool_takes_unknown_images_unchecked_and_an_empty_pool_trains_real_only(
+        trained, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "copy"
+    shutil.copytree(trained, root)
+    move_tagged_to_unlabelled(root, 3)
+    monkeypatch.chdir(root)
+    assert pseudo_label.main(["--pool", "tagged"]) == 0
+    report, manifest = check_layout(root, "data/pseudo/tagged", "reports/pseudo_label_tagged.json")
+    assert report["total"]["images"] == 8 and report["per_group"]["(unknown)"]["images"] == 3
+    assert report["per_group"]["(unknown)"]["missing_required"] == 0  # nothing is required of them
+    # no pool at all (split.mode use_all_boxes, no unlabelled folder): an empty layout, a warning, real-only training
+    frame = pd.read_csv(root / "data/prepared/manifest.csv", keep_default_na=False)
+    frame[~frame["split"].isin(["tagged", "unlabelled"])].to_csv(root / "data/prepared/manifest.csv", index=False)
+    capsys.readouterr()
+    assert pseudo_label.main(["--pool", "tagged"]) == 0
+    assert "WARNING: pseudo_label: the tagged pool is empty" in capsys.readouterr().out
+    assert json.loads((root / "reports/pseudo_label_tagged.json").read_text())["total"]["images"] == 0
+    assert pd.read_csv(root / "data/pseudo/tagged/manifest.csv").empty
+    assert train_yolo.main(["--variant", "selftrain"]) == 0
+    params = json.loads((root / "models/yolo/selftrain/params.json").read_text())
+    assert params["n_images"]["train"] == 8  # the real train images only

@@ -73,3 +73,23 @@ def test_fractions_must_sum_to_one():
     with pytest.raises(StageError, match="split: split fractions must be >= 0 and sum to 1"):
         from_dict(SplitParams, {**repo_params()["split"], "train": 0.5, "tagged": 0.5, "val": 0.5, "test": 0.0},
                   where="params.yaml: split")
+
+
+def test_use_all_boxes_gives_the_tagged_share_to_train_and_keeps_val_and_test():
+    tags = _tags()
+    benchmark = assign_splits(tags, [None] * len(tags), split())
+    all_boxes = assign_splits(tags, [None] * len(tags), split(mode="use_all_boxes"))
+    counts = Counter(all_boxes)
+    assert "tagged" not in counts and abs(counts["train"] - 0.70 * len(tags)) <= 1
+    assert counts["val"] == Counter(benchmark)["val"] and counts["test"] == Counter(benchmark)["test"]
+    assert split(mode="use_all_boxes").fractions() == pytest.approx({"train": 0.7, "tagged": 0.0, "val": 0.15,
+                                                                      "test": 0.15})
+    # with the source's val and test honoured, the source's train images all keep their boxes
+    source = ["val"] * 20 + ["test"] * 20 + ["train"] * (len(tags) - 40)
+    assert Counter(assign_splits(tags, source, split(mode="use_all_boxes"))) == {"train": len(tags) - 40, "val": 20,
+                                                                                 "test": 20}
+
+
+def test_an_unknown_split_mode_names_the_choices():
+    with pytest.raises(StageError, match="split.mode: 'all' is not one of benchmark, use_all_boxes"):
+        from_dict(SplitParams, {**repo_params()["split"], "mode": "all"}, where="params.yaml: split")

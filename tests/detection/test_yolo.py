@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 import socket
 
 import pandas as pd
@@ -255,6 +256,24 @@ def test_one_epoch_train_offline_writes_weights_and_curves(tmp_path, tiny_prepar
         assert list(curves["epoch"]) == [1] and "metrics/mAP50(B)" in curves.columns
     assert not list((tmp_path / "data" / "prepared").rglob("*.cache"))  # caches stay in the temp view
     assert refuse_network == []
+    # a local pretrained checkpoint (README "Using your own dataset"): trains from it, still offline
+    shutil.copy(out / "seed_0" / "best.pt", tmp_path / "pretrained.pt")
+    write_params(tmp_path, **TINY_DETECTION, yolo={"parallel": 1, "seeds": [0], "train": {"model": "pretrained.pt"}})
+    assert train_yolo.main(["--variant", "baseline"]) == 0
+    assert json.loads((out / "params.json").read_text())["yolo"]["train"]["model"] == "pretrained.pt"
+    assert yaml.safe_load((out / "seed_0" / "args.yaml").read_text())["pretrained"] is True
+    assert refuse_network == []
+
+
+def test_a_missing_pretrained_checkpoint_is_one_line_and_never_downloaded(tmp_path, tiny_prepared, monkeypatch, capsys,
+                                                                          refuse_network):
+    write_params(tmp_path, **TINY_DETECTION, yolo={"train": {"model": "yolov8n.pt"}})
+    monkeypatch.chdir(tmp_path)
+    assert train_yolo.main(["--variant", "baseline"]) == 2
+    assert capsys.readouterr().err == ("error: params.yaml: yolo.train.model: yolov8n.pt: no such file; the pipeline "
+                                       "never downloads weights (download the checkpoint once yourself and give its "
+                                       "path)\n")
+    assert refuse_network == [] and not (tmp_path / "yolov8n.pt").exists()
 
 
 def test_stage_fails_with_one_line_without_prepared_data(tmp_path, monkeypatch, capsys):

@@ -42,17 +42,23 @@ def set_param(workdir: Path, stage: str, key: str, value) -> None:
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def repro_in_a_fresh_copy(workdir: Path) -> Path:
+def fresh_copy(workdir: Path, params: dict) -> Path:
+    """The repo's code and pipeline in `workdir` with `params`, the empty pool folder every clone has, DVC set up."""
     for name in COPIED:
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, workdir / name)
-    (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    (workdir / "data" / "unlabelled").mkdir(parents=True)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc(workdir, "init", "--no-scm", "-q")
     dvc(workdir, "config", "core.analytics", "false")
-    dvc(workdir, "repro")
+    return workdir
+
+
+def repro_in_a_fresh_copy(workdir: Path) -> Path:
+    dvc(fresh_copy(workdir, tiny_params()), "repro")
     return workdir
 
 

@@ -9,8 +9,9 @@ Two pools go through the same code (`pseudo_label_pool`):
   `required` = `allowed` = the tags: boxes of untagged classes are removed (the tags say the class
   is absent, so they are false positives) and the image is kept only if every tagged class still
   has a box. A clean-tagged image with no box left is a background image. The `unlabelled` images
-  join this pool with nothing to check against: nothing required, every class allowed (group
-  `(unknown)`), so one with no box is background under the cap.
+  join this pool with nothing to check against: every class allowed, no class required, but at
+  least one box (group `(unknown)`). One with no box is dropped, never kept as background: that
+  the detector found nothing does not make an unknown image a clean road.
 
 An image with no box left and nothing required is background; background images are capped so
 they make up at most `max_background_fraction` of the kept images (a seeded random choice).
@@ -67,6 +68,7 @@ class PoolImage:
     required: frozenset[int]
     allowed: frozenset[int] | None      # None: every class allowed
     group: str
+    needs_a_box: bool = False           # True: kept only with a box (an unknown image is never background)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ def tagged_pool(frame: pd.DataFrame, names: Sequence[str]) -> list[PoolImage]:
     pool = []
     for row in frame.itertuples():
         if row.split == "unlabelled":
-            pool.append(PoolImage(row.image_id, Path(row.abspath), frozenset(), None, "(unknown)"))
+            pool.append(PoolImage(row.image_id, Path(row.abspath), frozenset(), None, "(unknown)", needs_a_box=True))
             continue
         tags = frozenset(names.index(t) for t in row.tags)
         pool.append(PoolImage(row.image_id, Path(row.abspath), tags, tags, ";".join(sorted(row.tags)) or "(clean)"))
@@ -118,12 +120,14 @@ def predict_tta(model, images: Sequence[np.ndarray], settings: PredictSettings, 
 
 
 def decide(image: PoolImage, detections: Detections, conf: float) -> Decision:
-    """Keep the boxes above `conf` of allowed classes; keep the image if every required class has a box."""
+    """Keep the boxes above `conf` of allowed classes; keep the image if every required class has a box
+    (and, for an image that `needs_a_box`, if any box is left)."""
     keep = detections.conf >= conf
     if image.allowed is not None:
         keep &= np.isin(detections.cls, sorted(image.allowed))
     kept = detections.select(keep)
-    if not image.required <= set(kept.cls.tolist()):
+    present = set(kept.cls.tolist())
+    if not image.required <= present or (image.needs_a_box and not present):
         return Decision(image, kept, "missing_required")
     return Decision(image, kept, "kept" if len(kept.cls) else "kept_background")
 
@@ -186,7 +190,8 @@ def report(decisions: Sequence[Decision], names: Sequence[str]) -> dict[str, Any
     return {"total": {**total, "kept_fraction": n_kept / max(total["images"], 1)},
             "reasons": {"kept": "a box of every required class (and only allowed classes)",
                         "kept_background": "no box, nothing required; within the background cap",
-                        "missing_required": "no box (above conf) of the target class / of some tagged class",
+                        "missing_required": "no box (above conf) of the target class / of some tagged class / "
+                                            "at all (an unknown image)",
                         "background_cap": "no box, but over max_background_fraction of the kept images"},
             "per_group": dict(sorted(groups.items()))}
 

@@ -58,7 +58,8 @@ def test_untagged_pool_images_import_as_unknown_never_as_clean(tmp_path, monkeyp
     # the self-training pool: nothing required, everything allowed
     unknown = [p for p in tagged_pool(load_manifest(prepared, ("tagged", "unlabelled")), CLASSES)
                if p.group == "(unknown)"]
-    assert len(unknown) == 4 and all(p.required == frozenset() and p.allowed is None for p in unknown)
+    assert len(unknown) == 4 and all(p.required == frozenset() and p.allowed is None and p.needs_a_box
+                                     for p in unknown)
     assert "unlabelled pool pool: 4 images (0 tagged, 0 clean, 4 unknown)" in capsys.readouterr().out
 
 

@@ -47,6 +47,14 @@ def test_tagged_policy_drops_untagged_boxes_and_needs_every_tag():
     assert decide(clean, dets(BOX, [0.9], [2]), conf=0.5).reason == "kept_background"
 
 
+def test_an_unknown_image_keeps_boxes_of_any_class_and_is_never_background():
+    unknown = PoolImage("x", None, frozenset(), None, "(unknown)", needs_a_box=True)
+    kept = decide(unknown, dets(BOX * 2, [0.9, 0.8], [2, 0]), conf=0.5)
+    assert kept.reason == "kept" and sorted(kept.detections.cls.tolist()) == [0, 2]
+    assert decide(unknown, dets(BOX, [0.4], [0]), conf=0.5).reason == "missing_required"  # below conf: no box left
+    assert decide(unknown, Detections.empty(), conf=0.5).reason == "missing_required"
+
+
 def test_background_cap_keeps_at_most_the_fraction_and_is_seeded():
     boxed = [decide(pool_image(), dets(BOX, [0.9], [0]), 0.5)] * 6
     background = [decide(pool_image(), Detections.empty(), 0.5)] * 10
@@ -172,7 +180,9 @@ def test_the_self_training_pool_takes_unknown_images_unchecked_and_an_empty_pool
     assert pseudo_label.main(["--pool", "tagged"]) == 0
     report, manifest = check_layout(root, "data/pseudo/tagged", "reports/pseudo_label_tagged.json")
     assert report["total"]["images"] == 8 and report["per_group"]["(unknown)"]["images"] == 3
-    assert report["per_group"]["(unknown)"]["missing_required"] == 0  # nothing is required of them
+    unknown = report["per_group"]["(unknown)"]
+    assert unknown["kept_background"] == unknown["background_cap"] == 0  # an unknown image is never background
+    assert unknown["kept"] + unknown["missing_required"] == 3
     # no pool at all (split.mode use_all_boxes, no unlabelled folder): an empty layout, a warning, real-only training
     frame = pd.read_csv(root / "data/prepared/manifest.csv", keep_default_na=False)
     frame[~frame["split"].isin(["tagged", "unlabelled"])].to_csv(root / "data/prepared/manifest.csv", index=False)

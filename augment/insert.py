@@ -55,11 +55,11 @@ from augment.patches import crop_origin
 from augment.settings import InpaintSettings
 from augment.synthetic import HIT_THRESHOLD
 from core.errors import StageError
+from detection.boxes import Detections, pixels_to_labels
 from detection.canvases import Canvas, canvases
 from detection.copypaste import disjoint
 from detection.figures import draw_boxes, image_grid
 from detection.prepared import load_manifest, resample_rgb
-from detection.yolo import Detections, pixels_to_labels
 
 Box = tuple[int, int, int, int]
 MANIFEST = ("image_id", "path", "source_path", "group", "n_boxes", "classes", "n_inserted", "n_undone", "inserted")

@@ -24,7 +24,6 @@ import torch
 from accelerate.utils import convert_outputs_to_fp32
 from torch import nn
 
-MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")          # /proc/cpuinfo names of native bf16 arithmetic
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CPUINFO = Path("/proc/cpuinfo")
@@ -63,7 +62,7 @@ def cpu_bf16_evidence(cpuinfo: Path = CPUINFO) -> str | None:
 
 
 def resolve_mixed_precision(setting: str, device: torch.device, cpuinfo: Path = CPUINFO) -> Precision:
-    """`setting` (MIXED_PRECISION) on `device`: `auto` decided as the module docstring says."""
+    """`setting` (augment.settings.MIXED_PRECISION) on `device`: `auto` decided as the module docstring says."""
     if setting != "auto":
         return Precision(setting, "set in params.yaml")
     if device.type == "cuda":

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from augment.precision import MIXED_PRECISION
 from core.params import check_at_least, check_choice
 from detection.prepared import SPLITS
 
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")  # every torch stage's setting; augment.precision decides `auto`
 SAMPLER_NAMES = ("ddpm", "ddim", "dpmsolver++")  # augment.samplers.SAMPLERS
 EXTRACTORS = ("judge", "inception")
 

@@ -36,7 +36,8 @@ from augment.data import (
     to_model_range,
 )
 from augment.patches import CropSettings, load_training_set
-from augment.precision import MIXED_PRECISION, resolve_mixed_precision
+from augment.precision import resolve_mixed_precision
+from augment.settings import MIXED_PRECISION
 from augment.training import over_budget, warn_time_stop
 from augment.unet import ArchConfig
 from core.errors import StageError

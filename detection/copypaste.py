@@ -34,10 +34,11 @@ from PIL import Image
 
 from core.errors import StageError
 from core.params import check_at_least
+from detection.boxes import Detections, pixels_to_labels, read_labels_px
 from detection.canvases import Canvas, canvases
 from detection.figures import draw_boxes, image_grid
 from detection.prepared import load_manifest, read_instance_masks, read_rgb, read_yolo_labels
-from detection.yolo import Detections, LabelledImage, pixels_to_labels, read_labels_px
+from detection.yolo import LabelledImage
 
 MANIFEST = ("image_id", "path", "source_path", "group", "n_boxes", "classes", "n_pasted", "pasted", "mirrors")
 

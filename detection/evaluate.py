@@ -20,6 +20,7 @@ import pandas as pd
 
 from core.errors import StageError
 from core.params import check_at_least
+from detection.boxes import Detections, read_labels_px
 from detection.metrics import (
     METRICS,
     BootstrapSettings,
@@ -32,7 +33,7 @@ from detection.metrics import (
     summarize,
 )
 from detection.prepared import load_manifest, read_rgb
-from detection.yolo import Detections, PredictSettings, load_model, predict, read_labels_px, seed_dir
+from detection.yolo import PredictSettings, load_model, predict, seed_dir
 
 
 @dataclass(frozen=True)

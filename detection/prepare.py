@@ -91,13 +91,9 @@ class PreparedImage:
     instances: np.ndarray | None             # instance map [size, size] (detection.prepared); None: no mask
 
 
-def map_class(box: SourceBox, params: DatasetParams) -> str | None:
-    """Target class of a source box: its name, then its supercategory, via classes or class_map."""
-    return map_name(params, box.label, box.supercategory)
-
-
 def map_name(params: DatasetParams, label: str, supercategory: str | None = None) -> str | None:
-    """Target class of a source class name (a box's or a pool image's tag); None: dropped (`unmapped: drop`)."""
+    """Target class of a source class name (a box's label, then its supercategory, or a pool image's tag), via
+    classes or class_map; None: dropped (`unmapped: drop`)."""
     for name in (label, supercategory):
         if name is None:
             continue
@@ -189,7 +185,7 @@ def prepare_image(source: SourceImage, params: DatasetParams, problems: Problems
         size = params.image_size
         boxes, coverages, sides = [], [], []
         for box in source.boxes:
-            target = map_class(box, params)
+            target = map_name(params, box.label, box.supercategory)
             x0, y0, x1, y1 = check_box(box, width, height, params, problems, file)
             if target is None:
                 problems.fix(file, box.record, f"class {box.label!r} not mapped: box dropped")
@@ -229,8 +225,7 @@ class Imported:
 
     item: PreparedImage
     split: str
-    tags: tuple[str, ...]     # target class names present ('' joined for a clean road or an unknown image)
-    known: bool               # False: an unlabelled pool image nobody tagged (unknown, not clean)
+    tags: tuple[str, ...]     # target class names present (() for a clean road, or an unknown image in `unlabelled`)
     source: str               # the source file, relative to its dataset or (prefixed unlabelled/) pool folder
     from_pool: bool           # from dataset.unlabelled, not from the boxed dataset
 
@@ -258,7 +253,7 @@ def prepare_dataset(dataset: DatasetParams, split: SplitParams, out: Path) -> di
     names = list(dataset.classes)
     tags = [tuple(names[c] for c in sorted({b[0] for b in p.boxes})) for p in prepared]
     splits = assign_splits(tags, [p.source.split for p in prepared], split)
-    entries = [Imported(p, s, t, True, p.source.path.relative_to(root).as_posix(), False)
+    entries = [Imported(p, s, t, p.source.path.relative_to(root).as_posix(), False)
                for p, s, t in zip(prepared, splits, tags)]
     entries += prepare_pool(pool, ids, dataset, problems, pool_folder)
     rows = [write_image(out, ids[e.item.source.key], e, dataset.image_size) for e in entries]
@@ -282,15 +277,16 @@ def prepare_pool(pool: list[PoolRecord], ids: dict[str, str], params: DatasetPar
     for record in pool:
         if record.source.key not in ids:
             continue
+        relative = record.source.path.relative_to(folder).as_posix()
         try:
             tags = pool_tags(record, params, problems, folder / TAGS_FILE)
         except BadRecord as err:
-            problems.bad(folder / TAGS_FILE, f"tags of {record.source.path.relative_to(folder).as_posix()}", str(err))
+            problems.bad(folder / TAGS_FILE, f"tags of {relative}", str(err))
             continue
         item = prepare_image(record.source, params, problems)
         if item is not None:
-            entries.append(Imported(item, "unlabelled" if tags is None else "tagged", tags or (), tags is not None,
-                                    POOL_KEY_PREFIX + record.source.path.relative_to(folder).as_posix(), True))
+            entries.append(Imported(item, "unlabelled" if tags is None else "tagged", tags or (),
+                                    POOL_KEY_PREFIX + relative, True))
     return entries
 
 
@@ -337,8 +333,8 @@ def import_report(entries: list[Imported], names: list[str], problems: Problems)
         boxed = split_name in BOXED_SPLITS
         per_split[split_name] = {
             "images": len(members),
-            "clean_images": sum(1 for e in members if e.known and not e.tags),
-            "unknown_images": sum(1 for e in members if not e.known),
+            "clean_images": sum(1 for e in members if e.split != "unlabelled" and not e.tags),
+            "unknown_images": sum(1 for e in members if e.split == "unlabelled"),
             "images_per_class": {n: images[n] for n in names},
             "boxes_per_class": {n: boxes[n] for n in names},
             "labels_written": boxed,
@@ -362,8 +358,9 @@ def import_report(entries: list[Imported], names: list[str], problems: Problems)
 def pool_report(entries: list[Imported], folder: Path) -> dict:
     """What the unlabelled folder added: its images by what is known of them."""
     pool = [e for e in entries if e.from_pool]
-    return {"folder": str(folder), "images": len(pool), "tagged": sum(e.known and bool(e.tags) for e in pool),
-            "clean": sum(e.known and not e.tags for e in pool), "unknown": sum(not e.known for e in pool),
+    known = [e for e in pool if e.split == "tagged"]
+    return {"folder": str(folder), "images": len(pool), "tagged": sum(bool(e.tags) for e in known),
+            "clean": sum(not e.tags for e in known), "unknown": len(pool) - len(known),
             "note": "tagged and clean images (tags.csv) join the tagged split; unknown ones the unlabelled split, "
                     "which only the UNet, the upsampler and the self-training pool read"}
 

@@ -37,8 +37,9 @@ from PIL import Image
 
 from augment.synthetic import read_generated
 from core.params import check_at_least
+from detection.boxes import Detections, pixels_to_labels
 from detection.prepared import read_rgb
-from detection.yolo import Detections, PredictSettings, load_model, pixels_to_labels, predict
+from detection.yolo import PredictSettings, load_model, predict
 
 REASONS = ("kept", "kept_background", "missing_required", "background_cap")
 

@@ -1,4 +1,5 @@
-"""YOLO detector through ultralytics, fully offline: setup, dataset views, training, prediction.
+"""YOLO detector through ultralytics, fully offline: setup, dataset views, training, prediction
+(the boxes it returns and their label-file form: `detection.boxes`).
 
 Ultralytics reads its settings and fonts from `YOLO_CONFIG_DIR` when it is first imported, so
 every import of it in this project goes through `ultralytics_offline()`, which first points that
@@ -35,7 +36,8 @@ import yaml
 from core.errors import StageError
 from core.io import scratch_dir
 from core.params import check_at_least
-from detection.prepared import label_path, load_manifest, read_yolo_labels
+from detection.boxes import Detections
+from detection.prepared import label_path, load_manifest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / ".yolo_config"
@@ -394,22 +396,6 @@ def reproducible_copy(source: Path, target: Path, scratch: dict[Path, str]) -> N
 
 
 @dataclass(frozen=True)
-class Detections:
-    """Boxes of one image in pixels: xyxy float32 [n, 4], conf float32 [n], cls int64 [n]."""
-
-    xyxy: np.ndarray
-    conf: np.ndarray
-    cls: np.ndarray
-
-    @staticmethod
-    def empty() -> "Detections":
-        return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-
-    def select(self, keep: np.ndarray) -> "Detections":
-        return Detections(self.xyxy[keep], self.conf[keep], self.cls[keep])
-
-
-@dataclass(frozen=True)
 class PredictSettings:
     """The `predict` block of params.yaml `evaluate` and `pseudo_label`: how a detector is run."""
 
@@ -452,27 +438,3 @@ def predict(model, images: Sequence[np.ndarray], settings: PredictSettings, imgs
                                   boxes.conf.cpu().numpy().astype(np.float32),
                                   boxes.cls.cpu().numpy().astype(np.int64)))
     return out
-
-
-def labels_to_pixels(labels: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """YOLO rows (cls, cx, cy, w, h normalised) -> (xyxy float32 [n, 4] in px, cls int64 [n])."""
-    cx, cy, w, h = (labels[:, i] for i in range(1, 5))
-    xyxy = np.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], 1)
-    return xyxy.astype(np.float32).reshape(-1, 4), labels[:, 0].astype(np.int64)
-
-
-def pixels_to_labels(det: Detections, width: int, height: int) -> str:
-    """Detections -> YOLO label text (one `cls cx cy w h` line per box, normalised, clipped)."""
-    xyxy = det.xyxy.copy()
-    xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
-    xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
-    lines = []
-    for (x1, y1, x2, y2), c in zip(xyxy, det.cls):
-        lines.append(f"{int(c)} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
-                     f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}")
-    return "".join(line + "\n" for line in lines)
-
-
-def read_labels_px(image_path: Path | str, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ground-truth boxes of an image from its label file, in px."""
-    return labels_to_pixels(read_yolo_labels(label_path(image_path)), width, height)

@@ -340,7 +340,7 @@ def hand_evaluation(found: dict[str, list[list[int]]], n_images: int = 3, n_resa
     The first variant is the reference."""
     from detection.evaluate import Evaluation, TestImage
     from detection.metrics import BootstrapSettings, bootstrap_deltas, match_image, summarize
-    from detection.yolo import Detections
+    from detection.boxes import Detections
 
     rng = np.random.default_rng(0)
     gt_xyxy, gt_cls = np.array([[2, 2, 8, 8], [9, 9, 14, 14]], np.float32), np.array([0, 1])

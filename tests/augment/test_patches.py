@@ -6,8 +6,8 @@ import pytest
 from augment.patches import CropSettings, crop_origin, inside_share, load_crop_set, load_training_set
 from augment.train_classifier import ClassifierTrainConfig
 from core.errors import StageError
+from detection.boxes import read_labels_px
 from detection.prepared import load_manifest, read_rgb
-from detection.yolo import read_labels_px
 from tests.support import TINY_CLASSES, TINY_SIZE, settings
 
 

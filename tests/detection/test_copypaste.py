@@ -11,9 +11,10 @@ import pytest
 
 from core.errors import StageError
 from core.params import read_params, section
+from detection.boxes import labels_to_pixels
 from detection.copypaste import Canvas, Instance, box_instance, disjoint, feather_alpha, mask_instance, place, plan
 from detection.prepared import load_manifest, read_rgb, read_yolo_labels
-from detection.yolo import LabelledImage, YoloParams, added_images, labels_to_pixels
+from detection.yolo import LabelledImage, YoloParams, added_images
 from pipelines import copypaste
 from tests.support import TINY_CLASSES, write_params, write_pseudo_layout, write_tiny_masks, write_tiny_prepared
 

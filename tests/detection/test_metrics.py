@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from detection.boxes import Detections
 from detection.metrics import (
     METRICS,
     BootstrapSettings,
@@ -15,7 +16,7 @@ from detection.metrics import (
     seed_spread,
     summarize,
 )
-from detection.yolo import Detections, ultralytics_offline
+from detection.yolo import ultralytics_offline
 
 GT = np.array([[0, 0, 10, 10]], np.float32)
 

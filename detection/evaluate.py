@@ -21,6 +21,7 @@ import pandas as pd
 from core.errors import StageError
 from core.params import check_at_least
 from detection.boxes import Detections, read_labels_px
+from detection.budget import BUDGET_FILE, read_budget
 from detection.metrics import (
     METRICS,
     BootstrapSettings,
@@ -73,6 +74,7 @@ class Evaluation:
     pooled: dict[str, Summary]                # variant -> every seed's matches together (PR curves)
     deltas: dict[str, Delta]                  # every variant but the reference
     training: dict[str, dict[str, int]] = field(default_factory=dict)  # variant -> train images, epochs
+    budget: dict[str, Any] | None = None      # detection.budget record of the baseline (None: not recorded)
 
     @property
     def reference(self) -> str:
@@ -86,10 +88,11 @@ class Evaluation:
         return np.stack([s.scores for s in self.summaries[variant]])   # [n_seeds, 4, n_classes + 1]
 
 
-def load_test_images(prepared: Path | str) -> list[TestImage]:
-    frame = load_manifest(prepared, ("test",))
+def load_test_images(prepared: Path | str, split: str = "test") -> list[TestImage]:
+    """The boxed images of `split` (the held-out `test` unless asked) with their ground truth."""
+    frame = load_manifest(prepared, (split,))
     if frame.empty:
-        raise StageError(f"{prepared}/manifest.csv: no 'test' images")
+        raise StageError(f"{prepared}/manifest.csv: no '{split}' images")
     images = []
     for row in frame.itertuples():
         rgb = read_rgb(row.abspath)
@@ -116,18 +119,22 @@ def evaluate(prepared: Path | str, models: Path | str, names: list[str], setting
     pooled = {v: summarize([m for seed in per_seed for m in seed], n) for v, per_seed in matches.items()}
     deltas = bootstrap_deltas(matches, n, settings.bootstrap)
     training = {v: training_record(Path(models) / v) for v in settings.variants}
+    budget_dir = Path(models) / "baseline"
+    budget = read_budget(budget_dir) if (budget_dir / BUDGET_FILE).is_file() else None
     return Evaluation(names, tuple(seeds), images, detections, summaries, pooled, deltas,
-                      {v: record for v, record in training.items() if record})
+                      {v: record for v, record in training.items() if record}, budget)
 
 
 def training_record(variant_dir: Path) -> dict[str, int]:
-    """What a variant trained on, from the params.json train_yolo writes: {"images", "epochs"} ({} if absent)."""
+    """What a variant trained on, from the params.json train_yolo writes: {"images", "epochs", "batches"}
+    ({} if absent)."""
     path = variant_dir / "params.json"
     if not path.is_file():
         return {}
     try:
         record = json.loads(path.read_text())
-        return {"images": int(record["n_images"]["train"]), "epochs": int(record["epochs"])}
+        return {"images": int(record["n_images"]["train"]), "epochs": int(record["epochs"]),
+                "batches": int(record["batches"])}
     except (ValueError, KeyError, TypeError) as err:
         raise StageError(f"{path}: not a train_yolo params.json ({err}); rerun train_yolo") from None
 
@@ -166,6 +173,8 @@ def metrics_json(ev: Evaluation, void: dict[str, str], digits: int = 4) -> dict[
     a flag for the reference and for each other variant, true where `void_comparisons` gave a reason."""
     out: dict[str, Any] = {"test_images": len(ev.images), "seeds": len(ev.seeds),
                            "void": {name: name in void for name in ("reference", *ev.deltas)}}
+    if ev.budget:
+        out["budget"] = {"epochs": ev.budget["epochs"], "batches": ev.budget["batches"]}
     ap50 = METRICS.index("mAP50")
     for v in ev.summaries:
         mean, per_seed = ev.spread(v)["mean"], ev.per_seed(v)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from core.tables import markdown_table
 from detection.boxes import Detections, labels_to_pixels
+from detection.budget import budget_line
 from detection.evaluate import EvaluateSettings, Evaluation
 from detection.figures import draw_boxes, image_grid
 from detection.metrics import METRICS, Delta
@@ -119,7 +120,8 @@ def overall_table(ev: Evaluation) -> pd.DataFrame:
     for v in ev.summaries:
         spread, per_seed = ev.spread(v), ev.per_seed(v)
         rows.append({"variant": v, "seeds": len(per_seed),
-                     **({"train images": ev.training[v]["images"], "epochs": ev.training[v]["epochs"]}
+                     **({"train images": ev.training[v]["images"], "epochs": ev.training[v]["epochs"],
+                         "batches": ev.training[v]["batches"]}
                         if v in ev.training else {}),
                      **{m: mean_sd(spread["mean"][k, -1], spread["sd"][k, -1]) for k, m in enumerate(METRICS)},
                      "mAP50 per seed": " / ".join(f"{x:.3f}" for x in per_seed[:, METRICS.index("mAP50"), -1])})
@@ -142,29 +144,45 @@ def per_class_table(ev: Evaluation) -> pd.DataFrame:
     k = METRICS.index("mAP50")
     n_targets = ev.summaries[ev.reference][0].n_targets
     spreads = {v: ev.spread(v) for v in ev.summaries}
+    undetected = undetected_classes(ev)
     return pd.DataFrame([{"class": name, "targets": int(n_targets[c]),
                           **{v: mean_sd(s["mean"][k, c], s["sd"][k, c]) for v, s in spreads.items()},
-                          **{f"{v} - {ev.reference}": delta_cell(d, k, c) for v, d in ev.deltas.items()}}
+                          **{f"{v} - {ev.reference}": "not detected" if name in undetected else delta_cell(d, k, c)
+                             for v, d in ev.deltas.items()}}
                          for c, name in enumerate(ev.names)])
 
 
-def verdict(ev: Evaluation, void: dict[str, str]) -> str:
-    """One plain sentence: which deltas are resolved (overall, any metric; per class, AP50), or that none
-    is; void comparisons count as neither."""
-    k50 = METRICS.index("mAP50")
-    valid = {v: d for v, d in ev.deltas.items() if not is_void(v, void)}
-    found = [f"{v} {m} {d.delta[k, -1]:+.3f}" for v, d in valid.items() for k, m in enumerate(METRICS)
-             if d.resolved[k, -1]]
-    found += [f"{v} {name} AP50 {d.delta[k50, c]:+.3f}" for v, d in valid.items()
-              for c, name in enumerate(ev.names) if d.resolved[k50, c]]
-    if not ev.deltas:
-        return "There is no other variant to compare."
-    if not valid:
-        return "**Every comparison is void** (see the warning at the top): no delta here means anything."
-    if not found:
-        return (f"**No delta is resolved**: every interval contains 0, so this test set and these {len(ev.seeds)} "
-                f"training seeds cannot tell any variant from `{ev.reference}`.")
-    return f"**Resolved** (interval excludes 0): {'; '.join(found)}. Every other delta is unresolved."
+def undetected_classes(ev: Evaluation) -> list[str]:
+    """Classes with test boxes that no variant finds: AP50 0 for every seed of every variant."""
+    k = METRICS.index("mAP50")
+    n_targets = ev.summaries[ev.reference][0].n_targets
+    return [name for c, name in enumerate(ev.names)
+            if n_targets[c] > 0 and all(np.nan_to_num(ev.per_seed(v)[:, k, c]).max() == 0 for v in ev.summaries)]
+
+
+def verdict_lines(ev: Evaluation, void: dict[str, str], budget: str = "") -> list[str]:
+    """What a person reads first: one line per variant (better / worse / no resolved difference than the
+    reference, its mAP50 delta with the interval, the classes whose AP50 moved with a resolved
+    interval), one for the classes no variant detects, and the detector budget when given."""
+    k = METRICS.index("mAP50")
+    undetected = undetected_classes(ev)
+    lines = []
+    for v, d in ev.deltas.items():
+        if is_void(v, void):
+            lines.append(f"{v}: void, no verdict ({void.get(v) or void['reference']})")
+            continue
+        delta = d.delta[k, -1]
+        word = ("better than" if delta > 0 else "worse than") if d.resolved[k, -1] else "no resolved difference from"
+        moved = [f"{name} {d.delta[k, c]:+.3f} [{d.ci_low[k, c]:+.3f}, {d.ci_high[k, c]:+.3f}]"
+                 for c, name in enumerate(ev.names) if d.resolved[k, c] and name not in undetected]
+        lines.append(f"{v}: {word} {ev.reference}, mAP50 {delta:+.3f} [{d.ci_low[k, -1]:+.3f}, {d.ci_high[k, -1]:+.3f}]; "
+                     + (f"classes whose AP50 moved (resolved): {', '.join(moved)}" if moved
+                        else "no class's AP50 moved with a resolved interval"))
+    if undetected:
+        lines.append(f"not detected by any variant (AP50 0 for every seed): {', '.join(undetected)}")
+    if budget:
+        lines.append(budget)
+    return lines
 
 
 def void_warning(void: dict[str, str]) -> str:
@@ -197,9 +215,10 @@ def write_report(ev: Evaluation, settings: EvaluateSettings, pseudo_dir: Path, f
                 "test images happened to be held out and how much training runs differ by seed"
                 + (" (with one seed: test images only)" if n_seeds == 1 else "")
                 + ". A delta is resolved only when its interval excludes 0.")
-    parts = [f"# Detection report\n\n{void_warning(void)}{intro}\n\n## Overall\n", markdown_table(overall_table(ev)),
-             f"\n## Delta vs {ev.reference}\n\n{interval}\n\n",
-             markdown_table(delta_table(ev, boot.ci, void)) if ev.deltas else "", f"\n{verdict(ev, void)}\n",
+    verdicts = "".join(f"- {line}\n" for line in verdict_lines(ev, void, budget_line(ev.budget)))
+    parts = [f"# Detection report\n\n{void_warning(void)}{verdicts}\n{intro}\n\n## Overall\n",
+             markdown_table(overall_table(ev)), f"\n## Delta vs {ev.reference}\n\n{interval}\n\n",
+             markdown_table(delta_table(ev, boot.ci, void)) if ev.deltas else "",
              f"\n## Per class (AP50: mean ± sd over seeds; delta [{boot.ci:.0%} interval])\n",
              markdown_table(per_class_table(ev)), f"\n![delta AP50 per class]({rel / 'delta_map50.png'})\n",
              f"\n## PR curves (IoU 0.5, the detections of all {n_seeds} seeds pooled)\n",

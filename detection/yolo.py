@@ -1,5 +1,5 @@
-"""YOLO detector through ultralytics, fully offline: setup, dataset views, training, prediction
-(the boxes it returns and their label-file form: `detection.boxes`).
+"""YOLO detector through ultralytics, fully offline: setup, settings, dataset views, prediction
+(the boxes it returns and their label-file form: `detection.boxes`; training: `detection.yolo_train`).
 
 Ultralytics reads its settings and fonts from `YOLO_CONFIG_DIR` when it is first imported, so
 every import of it in this project goes through `ultralytics_offline()`, which first points that
@@ -15,28 +15,23 @@ dir and never inside a DVC output such as `data/prepared/`.
 
 from __future__ import annotations
 
-import functools
 import math
-import multiprocessing
 import os
 import random
 import shutil
 import sys
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
 import numpy as np
-import pandas as pd
 import yaml
 
 from core.errors import StageError
-from core.io import scratch_dir
 from core.params import check_at_least
 from detection.boxes import Detections
+from detection.budget import BudgetSettings
 from detection.prepared import label_path, load_manifest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -58,10 +53,8 @@ class TrainSettings:
 
     model: str                    # a model YAML shipped with ultralytics (built from scratch) or a local .pt
     imgsz: int                    # network input side in px, a multiple of 32
-    epochs: int
     batch: int
     device: Any                   # auto (CUDA when present, else cpu) | cpu | 0 | [0, 1] (DDP)
-    patience: int                 # early stopping on val fitness
     workers: int                  # dataloader workers
     amp: Any                      # false | bf16 | auto (true would make ultralytics fetch yolo26n.pt to check AMP)
     plots: bool                   # ultralytics' own training plots (label grids, curves)
@@ -73,9 +66,11 @@ class TrainSettings:
             raise ValueError(f"imgsz: must be a positive multiple of 32, got {self.imgsz}")
         if self.amp not in AMP_CHOICES:
             raise ValueError(f"amp: must be false, bf16 or auto, got {self.amp!r}")
-        if "channels_last" in self.extra:
-            raise ValueError("extra: channels_last is a setting of its own (yolo.train.channels_last)")
-        check_at_least(self, 1, "epochs", "batch")
+        for key, owner in (("channels_last", "yolo.train.channels_last"), ("epochs", "yolo.budget"),
+                           ("patience", "yolo.budget"), ("val", "yolo.budget")):
+            if key in self.extra:
+                raise ValueError(f"extra: {key} is set by {owner}, not by an ultralytics argument")
+        check_at_least(self, 1, "batch")
 
 
 @dataclass(frozen=True)
@@ -92,18 +87,23 @@ class MixSettings:
 
 @dataclass(frozen=True)
 class YoloParams:
-    """params.yaml `yolo`: shared train settings, the training seeds and the variants' mix."""
+    """params.yaml `yolo`: shared train settings, the budget, the training seeds and the variants' mix."""
 
     train: TrainSettings
+    budget: BudgetSettings            # how long every detector trains (detection.budget)
     seeds: tuple[int, ...]            # one training per seed and variant: <paths.yolo>/<variant>/seed_<s>/
     parallel: int                     # a variant's seeds trained at once (see train_seeds)
-    equal_steps: bool                 # every variant trains the baseline's number of batches (`variant_epochs`)
+    equal_steps: bool                 # every variant trains the budget's batches (`detection.budget.scaled_plan`)
     mix: MixSettings
 
     def __post_init__(self) -> None:
         check_at_least(self, 1, "parallel")
-        if self.parallel > 1 and isinstance(self.train.device, (list, tuple)):
-            raise ValueError("parallel: a DDP training (train.device is a list) takes its GPUs alone; set parallel: 1")
+        if isinstance(self.train.device, (list, tuple)):
+            if self.parallel > 1:
+                raise ValueError("parallel: a DDP training (train.device is a list) takes its GPUs alone; set parallel: 1")
+            if self.budget.searched:
+                raise ValueError("budget: a DDP training (train.device is a list) cannot search the budget (its "
+                                 "processes run ultralytics' own trainer); set budget.epochs to a number")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds: expected a non-empty list of distinct seeds, got {list(self.seeds)}")
         if any(not isinstance(s, int) or s < 0 for s in self.seeds):
@@ -227,19 +227,6 @@ def added_images(variant: str, params: YoloParams, pseudo_root: Path | str, n_re
     return pseudo_split(Path(pseudo_root) / folder, ratio, n_real, params.mix.seed)
 
 
-def variant_epochs(params: YoloParams, n_real: int, n_train: int) -> int:
-    """Epochs of a variant that trains on `n_train` images, `n_real` of them the real `train` split.
-
-    `yolo.train.epochs` for every variant, or with `equal_steps` the epoch count whose batches come
-    nearest to the baseline's (epochs x ceil(n_real / batch)): a variant with more images then sees
-    each of them fewer times and never trains longer than the baseline.
-    """
-    if not params.equal_steps or n_train == n_real:
-        return params.train.epochs
-    baseline_batches = params.train.epochs * math.ceil(n_real / params.train.batch)
-    return max(1, round(baseline_batches / math.ceil(n_train / params.train.batch)))
-
-
 def variant_splits(variant: str, params: YoloParams, prepared: Path | str,
                    pseudo_root: Path | str) -> dict[str, list[LabelledImage]]:
     """Train/val images of a variant: real train + the variant's `added_images`, real val."""
@@ -259,141 +246,8 @@ def check_local_weights(model: str) -> None:
                          "(download the checkpoint once yourself and give its path)")
 
 
-@functools.cache
-def cpu_trainer(channels_last: bool) -> type:
-    """Ultralytics' detection trainer, on CPU: the model in channels-last (NHWC) memory format if
-    asked, and bf16 autocast when `amp` is bf16.
 
-    Ultralytics converts the model to NHWC on CUDA only (`channels_last`); on the CPUs this project
-    measured (2-core AMD EPYC, oneDNN) a YOLOv8n training step at 128 px runs about 1.25x faster in
-    NHWC (bench/RESULTS.md). The conversion happens where ultralytics' own does, before the EMA
-    copy and the optimizer are made; checkpoints are saved NCHW either way. Its bf16 autocast
-    refuses a CPU (CUDA only), although a CPU with bf16 instructions runs the same step 1.4x faster
-    (bench/bench_precision.py); the `autocast` that ultralytics' trainer module calls is widened,
-    for this process, to allow that one case, and nothing else changes. CPU only, so never needed in a DDP subprocess (which must import its trainer by name).
-    """
-    import torch
-    from ultralytics.engine import trainer as engine
-    from ultralytics.models.yolo.detect import DetectionTrainer
-
-    if not getattr(engine.autocast, "allows_cpu_bf16", False):
-        ultralytics_autocast = engine.autocast
-
-        def autocast(enabled: Any, device: str = "cuda"):
-            if device == "cpu" and enabled is torch.bfloat16:
-                return torch.autocast("cpu", dtype=torch.bfloat16)
-            return ultralytics_autocast(enabled, device=device)
-
-        autocast.allows_cpu_bf16 = True
-        engine.autocast = autocast
-
-    class CpuTrainer(DetectionTrainer):
-        def set_model_attributes(self) -> None:
-            super().set_model_attributes()
-            if channels_last:
-                self.model = self.model.to(memory_format=torch.channels_last)
-
-    return CpuTrainer
-
-
-def train(settings: TrainSettings, seed: int, data_yaml: Path, out_dir: Path, log_dir: Path) -> dict[str, Any]:
-    """Train one YOLO model: `best.pt`, `last.pt`, `results.csv`, `args.yaml` land in `out_dir`
-    as the same training always writes them (`reproducible_copy`), the per-epoch log with its
-    timings in `log_dir/results.csv`. Returns ultralytics' final validation metrics (of best.pt
-    on val) as plain floats.
-    """
-    YOLO = ultralytics_offline().YOLO
-    device = resolve_device(settings.device)
-    if settings.amp == "auto":
-        raise ValueError("train: resolve amp auto first (pipelines.train_yolo.resolve_amp)")
-    on_cpu = device == "cpu"  # channels-last and bf16 are then our trainer's: ultralytics would ignore or refuse them
-    with scratch_dir("yolo_run_") as run_root:
-        model = YOLO(settings.model)
-        args = dict(data=str(data_yaml), epochs=settings.epochs, imgsz=settings.imgsz, batch=settings.batch,
-                    seed=seed, deterministic=True, device=device, patience=settings.patience,
-                    workers=settings.workers, amp=settings.amp, channels_last=settings.channels_last and not on_cpu,
-                    plots=settings.plots, pretrained=settings.model.endswith(".pt"),
-                    project=str(run_root), name="run", exist_ok=True, verbose=False)
-        trainer = cpu_trainer(settings.channels_last) if on_cpu and (settings.channels_last or settings.amp) else None
-        model.train(trainer=trainer, **{**args, **settings.extra})
-        run = run_root / "run"
-        for name in ("weights/best.pt", "weights/last.pt", "results.csv", "args.yaml"):
-            if not (run / name).is_file():
-                raise StageError(f"{run / name}: ultralytics wrote no such file; training failed")
-            reproducible_copy(run / name, out_dir / Path(name).name, {run_root: "<run>", data_yaml.parent: "<data>"})
-        shutil.copyfile(run / "results.csv", log_dir / "results.csv")
-        if settings.plots:
-            for png in run.glob("*.png"):
-                shutil.copyfile(png, out_dir / png.name)
-        metrics = getattr(model.trainer, "metrics", {}) or {}
-        return {k: float(v) for k, v in metrics.items()}
-
-
-def train_seeds(params: YoloParams, data_yaml: Path, out_dir: Path, log_dir: Path,
-                torch_threads: int) -> dict[int, dict[str, Any]]:
-    """Train every seed of `params.seeds` into `seed_dir(out_dir, s)` (and its log into `seed_dir(log_dir, s)`);
-    returns each seed's final validation metrics.
-
-    `params.parallel` 1: one after another in this process, on its torch threads. Above 1: that
-    many at once, each in a fresh process on max(1, torch_threads // parallel) threads. A small
-    YOLO on a small CPU gains little from a second thread (about 1.1x for YOLOv8n at 128 px on 2
-    cores, where a second training beside it runs at full speed), so seeds in parallel use the
-    cores better. Each training depends only on its seed and thread count, never on its neighbours.
-    """
-    jobs = {seed: (params.train, seed, data_yaml, seed_dir(out_dir, seed), seed_dir(log_dir, seed))
-            for seed in params.seeds}
-    for _, _, _, seed_out, seed_log in jobs.values():
-        seed_out.mkdir()
-        seed_log.mkdir()
-    if params.parallel == 1:
-        return {seed: train(*job) for seed, job in jobs.items()}
-    threads = max(1, torch_threads // params.parallel)
-    with ProcessPoolExecutor(min(params.parallel, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=use_torch_threads, initargs=(threads,)) as pool:
-        futures = {seed: pool.submit(train, *job) for seed, job in jobs.items()}
-        try:
-            return {seed: future.result() for seed, future in futures.items()}
-        except BrokenProcessPool as err:
-            raise StageError(f"train_yolo: a training process died ({err}); see the log above") from None
-
-
-def use_torch_threads(threads: int) -> None:
-    """A fresh training process's thread count, set before anything loads torch (`launch.torch_threads`)."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def reproducible_copy(source: Path, target: Path, scratch: dict[Path, str]) -> None:
-    """Copy a run file without what differs between identical trainings: the date, git details,
-    timings and the random scratch folders (replaced by `scratch[folder]`), so DVC hashes the same
-    weights the same and the stages after it stay cached."""
-    def scrub(value: Any) -> Any:
-        if isinstance(value, str):
-            for folder, name in scratch.items():
-                value = value.replace(str(folder), name)
-            return value
-        if isinstance(value, dict):
-            return {k: scrub(v) for k, v in value.items()}
-        return value
-
-    if source.suffix == ".pt":
-        import torch
-
-        checkpoint = torch.load(source, map_location="cpu", weights_only=False)  # our own training run's file
-        checkpoint.update(date=None, git=None, train_args=scrub(checkpoint.get("train_args")),
-                          train_results={k: v for k, v in (checkpoint.get("train_results") or {}).items()
-                                         if k != "time"})
-        if isinstance(getattr(checkpoint.get("model"), "args", None), dict):
-            checkpoint["model"].args = scrub(checkpoint["model"].args)
-        torch.save(checkpoint, target)
-    elif source.suffix == ".csv":
-        frame = pd.read_csv(source)
-        frame.drop(columns=[c for c in frame.columns if c.strip() == "time"]).to_csv(target, index=False)
-    else:
-        target.write_text(scrub(source.read_text()))
-
+# --------------------------------------------------------------------------- predict
 
 @dataclass(frozen=True)
 class PredictSettings:

@@ -11,11 +11,12 @@
   (<paths.pseudo>/inpaint, augment.insert), at most `yolo.mix.synthetic_ratio` per real image
 
 Every variant trains once per seed in `yolo.seeds` on the same images (the added ones chosen with
-`yolo.mix.seed`), `yolo.parallel` seeds at once, for `yolo.train.epochs` or, with `yolo.equal_steps`,
-as many batches as the baseline (`variant_epochs`), and validates on real `val`. Writes
-<paths.yolo>/<variant>/params.json (with the images and epochs it trained on) and
-seed_<s>/ (best.pt, last.pt, results.csv, args.yaml, metrics.json), and
-<paths.reports>/yolo/<variant>/seed_<s>/results.csv (DVC plots).
+`yolo.mix.seed`), `yolo.parallel` seeds at once. The baseline finds the budget (`yolo.budget`,
+detection.budget: its first `parallel` seeds validate on real `val` and stop together at the
+plateau) and records it in <paths.yolo>/baseline/budget.json; every other variant reads it and
+trains as many batches (`yolo.equal_steps`) or epochs. Writes <paths.yolo>/<variant>/params.json
+(the images, epochs and batches it trained) and seed_<s>/ (best.pt = the final weights, last.pt,
+results.csv, args.yaml, metrics.json), and <paths.reports>/yolo/<variant>/seed_<s>/results.csv.
 """
 
 from __future__ import annotations
@@ -24,22 +25,22 @@ import dataclasses
 import sys
 from typing import TYPE_CHECKING
 
+
 from core.io import atomic_dirs, scratch_dir, write_json
 from core.params import section
+from detection.budget import BUDGET_FILE, batches_per_epoch, budget_line, read_budget, scaled_plan
 from detection.prepared import class_names
 from detection.yolo import (
     VARIANTS,
     TrainSettings,
     YoloParams,
     check_local_weights,
-    prepared_split,
     resolve_device,
     seed_dir,
-    train_seeds,
-    variant_epochs,
     variant_splits,
     write_dataset_view,
 )
+from detection.yolo_train import train_baseline, train_seeds
 from pipelines.stage import Launch, run_stage, stage_args
 
 if TYPE_CHECKING:
@@ -67,21 +68,30 @@ def _main(argv: list[str] | None) -> None:
         "--variant", required=True, choices=VARIANTS))
     settings = section(YoloParams, "yolo", params)
     check_local_weights(settings.train.model)
+    threads = section(Launch, "launch", params).torch_threads
     names = class_names(paths.prepared)
     splits = variant_splits(args.variant, settings, paths.prepared, paths.pseudo)
-    epochs = variant_epochs(settings, len(prepared_split(paths.prepared, "train")), len(splits["train"]))
-    train, amp = resolve_amp(dataclasses.replace(settings.train, epochs=epochs))
+    n_train = len(splits["train"])
+    if args.variant != "baseline":
+        plan = scaled_plan(read_budget(paths.yolo / "baseline"), n_train, settings.train.batch, settings.equal_steps)
+    train, amp = resolve_amp(settings.train)
     print(f"train_yolo@{args.variant}: amp {amp}")
     trained = dataclasses.replace(settings, train=train)
     with scratch_dir("yolo_data_") as view_dir, \
             atomic_dirs(paths.yolo / args.variant, paths.reports / "yolo" / args.variant) as (out_dir, report_dir):
         data_yaml = write_dataset_view(view_dir, splits, names)
-        metrics = train_seeds(trained, data_yaml, out_dir, report_dir, section(Launch, "launch", params).torch_threads)
-        for seed, seed_metrics in metrics.items():
-            write_json(seed_dir(out_dir, seed) / "metrics.json", seed_metrics)
-        write_json(out_dir / "params.json", {"variant": args.variant, "yolo": settings, "classes": names,
-                                             "n_images": {s: len(v) for s, v in splits.items()}, "epochs": epochs,
-                                             "amp": train.amp})
+        if args.variant == "baseline":
+            records, budget = train_baseline(trained, data_yaml, out_dir, report_dir, n_train, threads)
+            write_json(out_dir / BUDGET_FILE, budget)
+            print(f"train_yolo@baseline: {budget_line(budget)}")
+        else:
+            records = train_seeds(trained, {s: plan for s in settings.seeds}, data_yaml, out_dir, report_dir, threads)
+        for seed, record in records.items():
+            write_json(seed_dir(out_dir, seed) / "metrics.json", record["metrics"])
+        epochs = next(iter(records.values()))["epochs"]
+        write_json(out_dir / "params.json", {
+            "variant": args.variant, "yolo": settings, "classes": names, "n_images": {s: len(v) for s, v in splits.items()},
+            "epochs": epochs, "batches": epochs * batches_per_epoch(n_train, settings.train.batch), "amp": train.amp})
 
 
 def main(argv: list[str] | None = None) -> int:

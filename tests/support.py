@@ -83,8 +83,9 @@ TINY = {
     "inpaint": {**FP32, "steps": 4, "jump_length": 2, "jump_n_sample": 2, "batch_size": 4, "min_per_class": 2,
                 "control_per_class": 1, "hole_margin_px": 1, "context_px": 2, "change_threshold": 8.0,
                 "min_box_px": 1, "grid_images": 2},
-    "yolo": {"train": {"epochs": 1, "imgsz": 32, "batch": 8, "device": "cpu", "amp": False,
-                       "extra": {"mosaic": 0.0}},
+    # the budget searched as the demo's is, in 2 epochs: every gain is below min_gain 1.0
+    "yolo": {"train": {"imgsz": 32, "batch": 8, "device": "cpu", "amp": False, "extra": {"mosaic": 0.0}},
+             "budget": {"epochs": None, "val_every": 1, "window": 1, "min_gain": 1.0, "min_epochs": 2, "max_epochs": 3},
              "seeds": [0, 1]},
     "generate": {**FP32, "steps": 4, "balance_factor": 0.0, "min_per_class": 2, "control_per_class": 1, "batch_size": 8},
     "sweep": {"scales": [0, 3], "per_class": 1, "steps": 4},

@@ -87,6 +87,7 @@ def test_evaluate_identical_variants_end_to_end(tmp_path, monkeypatch):
     assert evaluate.main([]) == 0
     metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
     assert metrics["test_images"] == 6 and metrics["seeds"] == 2
+    assert metrics["budget"] == {"epochs": 2, "batches": 2}  # TINY: stops at min_epochs 2, one batch of 8 an epoch
     assert set(metrics["baseline"]["mAP50_seed"]) == {"0", "1"}
     assert metrics["baseline"]["mAP50"] == pytest.approx(sum(metrics["baseline"]["mAP50_seed"].values()) / 2,
                                                          abs=1e-4)
@@ -112,7 +113,8 @@ def test_evaluate_identical_variants_end_to_end(tmp_path, monkeypatch):
     report = (tmp_path / "reports/report.md").read_text()
     for figure in ("pr_curves.png", "delta_map50.png", "test_detections.png"):
         assert f"figures/{figure}" in report and (tmp_path / "reports/figures" / figure).stat().st_size > 0
-    assert "| baseline | 2 | 8 | 1 |" in report and "**Every comparison is void**" in report  # seeds, images, epochs
+    assert "| baseline | 2 | 8 | 2 | 2 |" in report  # seeds, images, epochs, batches: the budget found in 2 epochs
+    assert "- augmented: void, no verdict" in head and "- every detector trained 2 batches (2 epochs" in head
 
 
 def test_evaluate_names_every_missing_variant_and_seed(tmp_path, monkeypatch, capsys):

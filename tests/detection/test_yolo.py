@@ -12,18 +12,17 @@ import yaml
 from augment import precision
 from core.errors import StageError
 from core.params import from_dict
+from detection.budget import Plan
 from detection.yolo import (
     TrainSettings,
     YoloParams,
     added_images,
-    cpu_trainer,
     pseudo_split,
-    train_seeds,
     ultralytics_offline,
-    variant_epochs,
     variant_splits,
     write_dataset_view,
 )
+from detection.yolo_train import cpu_trainer, train_seeds
 from pipelines import train_yolo
 from tests.support import TINY_DETECTION, repo_params, settings, write_params
 
@@ -99,9 +98,11 @@ def test_dataset_view_copies_images_and_labels_outside_the_prepared_dir(tmp_path
 @pytest.mark.parametrize("values, message", [
     ({"imgsz": 40}, "yolo.train.imgsz: must be a positive multiple of 32, got 40"),
     ({"amp": True}, "yolo.train.amp: must be false, bf16 or auto, got True"),
-    ({"epochs": 0}, "yolo.train.epochs: must be >= 1, got 0"),
-    ({"epoch": 3}, "yolo.train: unknown key(s) epoch"),
-    ({"extra": {"channels_last": False}}, "yolo.train.extra: channels_last is a setting of its own"),
+    ({"epochs": 20}, "yolo.train: unknown key(s) epochs"),
+    ({"batch": 0}, "yolo.train.batch: must be >= 1, got 0"),
+    ({"extra": {"channels_last": False}}, "yolo.train.extra: channels_last is set by yolo.train.channels_last"),
+    ({"extra": {"epochs": 5}}, "yolo.train.extra: epochs is set by yolo.budget, not by an ultralytics argument"),
+    ({"extra": {"val": True}}, "yolo.train.extra: val is set by yolo.budget"),
 ])
 def test_train_settings_reject_bad_values(values, message):
     with pytest.raises(StageError) as err:
@@ -126,11 +127,13 @@ def test_the_cpu_trainer_trains_an_nhwc_model_with_its_own_parameters(tmp_path, 
         seen["nchw"] = any(p.is_contiguous() for p in convs)
         optimized = {id(p) for g in tr.optimizer.param_groups for p in g["params"]}
         seen["optimizer_has_model_params"] = optimized == {id(p) for p in tr.model.parameters()}
+        seen["fused"] = [g["fused"] for g in tr.optimizer.param_groups]
         seen["first_conv"] = tr.model.model[0].conv.weight.detach().clone()
 
     trainer.add_callback("on_train_start", at_start)
     trainer.train()
     assert seen["nhwc"] and not seen["nchw"] and seen["optimizer_has_model_params"]
+    assert seen["fused"] == [True, True, True]  # ultralytics' three AdamW groups, one fused kernel each
     saved = torch.load(tmp_path / "runs" / "r" / "weights" / "last.pt", weights_only=False)["model"]
     weight = saved.model[0].conv.weight
     assert weight.is_contiguous() and weight.shape == seen["first_conv"].shape  # saved NCHW
@@ -188,6 +191,8 @@ def test_amp_auto_takes_bf16_where_the_cpu_has_it(monkeypatch, amp, evidence, ex
     ({"parallel": 0}, "yolo.parallel: must be >= 1, got 0"),
     ({"parallel": 2, "train": {"device": [0, 1]}},
      "yolo.parallel: a DDP training (train.device is a list) takes its GPUs alone; set parallel: 1"),
+    ({"parallel": 1, "train": {"device": [0, 1]}, "budget": {"epochs": None}},
+     "yolo.budget: a DDP training (train.device is a list) cannot search the budget"),
 ])
 def test_parallel_trainings_are_at_least_one_and_never_beside_ddp(values, message):
     with pytest.raises(StageError) as err:
@@ -206,16 +211,18 @@ def test_seeds_in_parallel_processes_train_the_weights_of_one_after_another_at_t
     for run in ("parallel", "sequential"):
         (tmp_path / run / "models").mkdir(parents=True)
         (tmp_path / run / "logs").mkdir()
-    metrics = train_seeds(params, data_yaml, tmp_path / "parallel" / "models", tmp_path / "parallel" / "logs",
+    plans = {s: Plan(3, 2) for s in params.seeds}  # a 3-epoch schedule stopped after 2
+    metrics = train_seeds(params, plans, data_yaml, tmp_path / "parallel" / "models", tmp_path / "parallel" / "logs",
                           torch_threads=2)  # two processes at once, 2 // 2 = 1 thread each
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train_seeds(dataclasses.replace(params, parallel=1), data_yaml, tmp_path / "sequential" / "models",
+        train_seeds(dataclasses.replace(params, parallel=1), plans, data_yaml, tmp_path / "sequential" / "models",
                     tmp_path / "sequential" / "logs", torch_threads=1)
     finally:
         torch.set_num_threads(before)
     assert set(metrics) == set(params.seeds) == {0, 1}
+    assert [r["epochs"] for r in metrics.values()] == [2, 2]
     for seed in params.seeds:
         weights = [torch.load(tmp_path / run / "models" / f"seed_{seed}" / "best.pt", weights_only=False)["model"]
                    .state_dict() for run in ("parallel", "sequential")]
@@ -227,33 +234,27 @@ def test_seeds_in_parallel_processes_train_the_weights_of_one_after_another_at_t
     assert not all(torch.equal(first[k], second[k]) for k in first)  # the seeds differ
 
 
-@pytest.mark.parametrize("equal_steps,n_train,epochs", [
-    (True, 135, 20),   # the baseline: 9 batches of 16 an epoch, 180 in all
-    (True, 188, 15),   # 12 batches an epoch: 180 / 12
-    (True, 202, 14),   # 13 batches an epoch: 180 / 13 = 13.8
-    (True, 2000, 1),   # never below one epoch
-    (False, 202, 20),  # every variant trains yolo.train.epochs
-])
-def test_equal_steps_gives_every_variant_the_baselines_number_of_batches(equal_steps, n_train, epochs):
-    params = settings(YoloParams, "yolo", equal_steps=equal_steps, train={"epochs": 20, "batch": 16})
-    assert variant_epochs(params, n_real=135, n_train=n_train) == epochs
-
-
 @pytest.mark.slow
 def test_one_epoch_train_offline_writes_weights_and_curves(tmp_path, tiny_prepared, monkeypatch, refuse_network):
     write_params(tmp_path, **TINY_DETECTION, yolo={"parallel": 1})  # in this process, where the network is refused
     monkeypatch.chdir(tmp_path)
     assert train_yolo.main(["--variant", "baseline"]) == 0
     out = tmp_path / "models" / "yolo" / "baseline"
-    assert sorted(p.name for p in out.iterdir()) == ["params.json", "seed_0", "seed_1"]  # TINY: yolo.seeds [0, 1]
+    assert sorted(p.name for p in out.iterdir()) == ["budget.json", "params.json", "seed_0", "seed_1"]  # TINY seeds
     record = json.loads((out / "params.json").read_text())
-    assert record["n_images"] == {"train": 8, "val": 6} and record["epochs"] == 1 and record["amp"] is False
+    assert record["n_images"] == {"train": 8, "val": 6} and record["epochs"] == 2 and record["amp"] is False
+    # parallel 1: seed 0 searched alone (val every epoch, stopped at min_epochs 2 of a 3-epoch schedule), seed 1 trained
+    # the budget it found
+    budget = json.loads((out / "budget.json").read_text())
+    assert (budget["epochs"], budget["batches"], budget["schedule_epochs"], budget["capped"]) == (2, 2, 3, False)
+    assert list(budget["val_map50_per_seed"]) == ["0"] and list(budget["val_map50"]) == ["1", "2"]
     for seed in (0, 1):
         for name in ("best.pt", "last.pt", "results.csv", "args.yaml", "metrics.json"):
             assert (out / f"seed_{seed}" / name).is_file(), name
         assert yaml.safe_load((out / f"seed_{seed}" / "args.yaml").read_text())["seed"] == seed
         curves = pd.read_csv(tmp_path / "reports" / "yolo" / "baseline" / f"seed_{seed}" / "results.csv")
-        assert list(curves["epoch"]) == [1] and "metrics/mAP50(B)" in curves.columns
+        assert list(curves["epoch"]) == [1, 2] and "metrics/mAP50(B)" in curves.columns
+        assert yaml.safe_load((out / f"seed_{seed}" / "args.yaml").read_text())["epochs"] == 3  # the schedule
     assert not list((tmp_path / "data" / "prepared").rglob("*.cache"))  # caches stay in the temp view
     assert refuse_network == []
     # a local pretrained checkpoint (README "Using your own dataset"): trains from it, still offline

@@ -102,8 +102,9 @@ def load_test_images(prepared: Path | str, split: str = "test") -> list[TestImag
 
 
 def evaluate(prepared: Path | str, models: Path | str, names: list[str], settings: EvaluateSettings,
-             seeds: Sequence[int], imgsz: int) -> Evaluation:
-    """Predict, match and score every variant and seed (`models/<variant>/seed_<s>/best.pt`)."""
+             seeds: Sequence[int], imgsz: int, workers: int = 1) -> Evaluation:
+    """Predict, match and score every variant and seed (`models/<variant>/seed_<s>/best.pt`); the
+    bootstrap's resamples are scored in `workers` processes."""
     images = load_test_images(prepared)
     detections: dict[str, list[Detections]] = {}
     matches: dict[str, list[list[ImageMatch]]] = {}
@@ -117,7 +118,7 @@ def evaluate(prepared: Path | str, models: Path | str, names: list[str], setting
     n = len(names)
     summaries = {v: [summarize(m, n) for m in per_seed] for v, per_seed in matches.items()}
     pooled = {v: summarize([m for seed in per_seed for m in seed], n) for v, per_seed in matches.items()}
-    deltas = bootstrap_deltas(matches, n, settings.bootstrap)
+    deltas = bootstrap_deltas(matches, n, settings.bootstrap, workers)
     training = {v: training_record(Path(models) / v) for v in settings.variants}
     budget_dir = Path(models) / "baseline"
     budget = read_budget(budget_dir) if (budget_dir / BUDGET_FILE).is_file() else None

@@ -22,7 +22,9 @@ reference. It so covers both which test images were held out and which training 
 
 from __future__ import annotations
 
+import multiprocessing
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Mapping, Sequence
@@ -180,27 +182,44 @@ class Delta:
 
 
 def bootstrap_deltas(matches: Mapping[str, Sequence[Sequence[ImageMatch]]], n_classes: int,
-                     settings: BootstrapSettings) -> dict[str, Delta]:
+                     settings: BootstrapSettings, workers: int = 1) -> dict[str, Delta]:
     """Every variant after the first (the reference) minus the reference, with the module's two-level
-    paired bootstrap interval. `matches[variant][k]` holds seed k's matches, one per test image."""
-    sets = {v: [MatchSet.stack(m) for m in per_seed] for v, per_seed in matches.items()}
-    n_images = {s.n_images for per_seed in sets.values() for s in per_seed}
+    paired bootstrap interval. `matches[variant][k]` holds seed k's matches, one per test image.
+    `workers` processes score the resamples (the draws are made here first, so any count gives the
+    same intervals)."""
+    sets = [[MatchSet.stack(m) for m in per_seed] for per_seed in matches.values()]
+    n_images = {s.n_images for per_seed in sets for s in per_seed}
     if len(n_images) != 1:
         raise ValueError(f"paired bootstrap needs the same images for every model: {sorted(n_images)} images")
     (n,) = n_images
-    point = np.stack([np.mean([ap_scores(*s.rows(), n_classes)[0] for s in per_seed], axis=0)
-                      for per_seed in sets.values()])
+    point = np.stack([np.mean([ap_scores(*s.rows(), n_classes)[0] for s in per_seed], axis=0) for per_seed in sets])
     # one stream for the images, one per variant for its seeds: adding a variant leaves the others' draws alone
     image_rng, *seed_rngs = map(np.random.default_rng, np.random.SeedSequence(settings.seed).spawn(1 + len(sets)))
-    draws = np.empty((settings.n_resamples, *point.shape))      # [resample, variant, metric, class + overall]
-    for b in range(settings.n_resamples):
-        counts = np.bincount(image_rng.integers(0, n, n), minlength=n)  # one image draw for every model: paired
-        for k, per_seed in enumerate(sets.values()):
-            seeds = seed_rngs[k].integers(0, len(per_seed), len(per_seed))
-            scored = {i: ap_scores(*per_seed[i].rows(counts), n_classes)[0] for i in np.unique(seeds)}  # once each
-            draws[b, k] = np.mean([scored[i] for i in seeds], axis=0)
+    counts = [np.bincount(image_rng.integers(0, n, n), minlength=n) for _ in range(settings.n_resamples)]
+    seeds = [[rng.integers(0, len(per_seed), len(per_seed)) for rng, per_seed in zip(seed_rngs, sets)]
+             for _ in range(settings.n_resamples)]
+    chunks = np.array_split(np.arange(settings.n_resamples), max(1, min(workers, settings.n_resamples)))
+    jobs = [([counts[b] for b in chunk], [seeds[b] for b in chunk]) for chunk in chunks]
+    if len(jobs) == 1:
+        parts = [score_resamples(sets, n_classes, *jobs[0])]
+    else:
+        with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(score_resamples, *zip(*[(sets, n_classes, *job) for job in jobs])))
+    draws = np.concatenate(parts)                               # [resample, variant, metric, class + overall]
     alpha = (1.0 - settings.ci) / 2 * 100
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: classes absent from the test set
         low, high = np.nanpercentile(draws[:, 1:] - draws[:, :1], [alpha, 100 - alpha], axis=0)
-    return {v: Delta(point[k] - point[0], low[k - 1], high[k - 1]) for k, v in enumerate(sets) if k}
+    return {v: Delta(point[k] - point[0], low[k - 1], high[k - 1]) for k, v in enumerate(matches) if k}
+
+
+def score_resamples(sets: list[list[MatchSet]], n_classes: int, counts: list[np.ndarray],
+                    seeds: list[list[np.ndarray]]) -> np.ndarray:
+    """Per resample (image counts, and per variant its drawn seeds), each variant's mean score over
+    its drawn seeds: float [resamples, variants, 4, n_classes + 1]."""
+    draws = np.empty((len(counts), len(sets), len(METRICS), n_classes + 1))
+    for b, (image_counts, drawn) in enumerate(zip(counts, seeds)):
+        for k, (per_seed, chosen) in enumerate(zip(sets, drawn)):
+            scored = {i: ap_scores(*per_seed[i].rows(image_counts), n_classes)[0] for i in np.unique(chosen)}  # once each
+            draws[b, k] = np.mean([scored[i] for i in chosen], axis=0)
+    return draws

@@ -22,7 +22,7 @@ from core.params import section
 from detection import evaluate, report
 from detection.prepared import class_names
 from detection.yolo import YoloParams
-from pipelines.stage import run_stage, stage_args
+from pipelines.stage import Launch, run_stage, stage_args
 
 
 def _main(argv: list[str] | None) -> None:
@@ -31,7 +31,8 @@ def _main(argv: list[str] | None) -> None:
     yolo = section(YoloParams, "yolo", params)
     evaluate.variants_present(settings.variants, yolo.seeds, paths.yolo)
     names = class_names(paths.prepared)
-    result = evaluate.evaluate(paths.prepared, paths.yolo, names, settings, yolo.seeds, yolo.train.imgsz)
+    result = evaluate.evaluate(paths.prepared, paths.yolo, names, settings, yolo.seeds, yolo.train.imgsz,
+                               workers=section(Launch, "launch", params).torch_threads)
     void = evaluate.void_comparisons(result, settings.reference_floor)
     reports = paths.reports
     with atomic_dirs(reports / "figures", reports / "pr") as (figures, pr_dir):

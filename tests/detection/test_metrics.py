@@ -166,7 +166,7 @@ def test_seeds_that_disagree_widen_the_interval_to_contain_zero():
 def test_bootstrap_is_seeded_and_each_variant_is_compared_with_the_first():
     reference, better = [images(HALF), images(HALF[::-1])], [images([True] * 15 + [False] * 5)] * 2
     matches = {"baseline": reference, "a": better, "b": reference}
-    first, again = bootstrap_deltas(matches, 1, B), bootstrap_deltas(matches, 1, B)
+    first, again = bootstrap_deltas(matches, 1, B), bootstrap_deltas(matches, 1, B, workers=2)  # two processes
     other = bootstrap_deltas(matches, 1, BootstrapSettings(n_resamples=200, seed=1, ci=0.95))
     assert list(first) == ["a", "b"]
     alone = bootstrap_deltas({"baseline": reference, "a": better}, 1, B)["a"]  # "b" does not move "a"'s draws

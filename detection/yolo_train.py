@@ -130,8 +130,8 @@ def train(settings: TrainSettings, plan: Plan, seed: int, data_yaml: Path, out_d
     on_cpu = device == "cpu"  # channels-last and bf16 are then our trainer's: ultralytics would ignore or refuse them
     ddp = isinstance(device, str) and "," in device
     if ddp and (plan.search or plan.stop_epoch != plan.schedule_epochs):
-        raise StageError("params.yaml: yolo.budget: a DDP training runs ultralytics' own schedule; set "
-                         "budget.epochs and equal_steps so that every training runs whole schedules")
+        raise StageError("params.yaml: yolo.budget: a DDP training runs ultralytics' own trainer and schedule; set "
+                         "yolo.budget.epochs to a number")
     with scratch_dir("yolo_run_") as run_root:
         model = ultralytics.YOLO(settings.model)
         args = dict(data=str(data_yaml), epochs=plan.schedule_epochs, imgsz=settings.imgsz, batch=settings.batch,

@@ -266,6 +266,42 @@ def test_one_epoch_train_offline_writes_weights_and_curves(tmp_path, tiny_prepar
     assert refuse_network == []
 
 
+def copy_train_as_pseudo(prepared, pseudo):
+    """A pseudo layout holding copies of the prepared `train` images and their labels."""
+    (pseudo / "images").mkdir(parents=True)
+    (pseudo / "labels").mkdir()
+    names = []
+    for image in sorted((prepared / "images" / "train").glob("*.png")):
+        shutil.copy(image, pseudo / "images" / f"cp_{image.name}")
+        shutil.copy(prepared / "labels" / "train" / f"{image.stem}.txt", pseudo / "labels" / f"cp_{image.stem}.txt")
+        names.append(f"cp_{image.stem}")
+    pd.DataFrame({"image_id": names}).to_csv(pseudo / "manifest.csv", index=False)
+
+
+@pytest.mark.slow
+def test_a_variant_trains_the_recorded_budgets_batches_on_the_baselines_schedule(tmp_path, tiny_prepared, monkeypatch,
+                                                                                capsys):
+    copy_train_as_pseudo(tiny_prepared, tmp_path / "data" / "pseudo" / "copypaste")  # 8 added: 16 images, 2 batches
+    (tmp_path / "models" / "yolo" / "baseline").mkdir(parents=True)
+    budget = {"epochs": 4, "batches_per_epoch": 1, "batches": 4, "schedule_epochs": 6}  # 4 batches of a 6-batch schedule
+    (tmp_path / "models" / "yolo" / "baseline" / "budget.json").write_text(json.dumps(budget))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "models" / "yolo" / "copypaste"
+    for equal_steps, epochs, schedule in ((True, 2, 3), (False, 4, 6)):
+        write_params(tmp_path, **TINY_DETECTION, yolo={"parallel": 1, "seeds": [0], "equal_steps": equal_steps})
+        assert train_yolo.main(["--variant", "copypaste"]) == 0
+        record = json.loads((out / "params.json").read_text())
+        assert (record["n_images"]["train"], record["epochs"], record["batches"]) == (16, epochs, 2 * epochs)
+        assert yaml.safe_load((out / "seed_0" / "args.yaml").read_text())["epochs"] == schedule
+        curves = pd.read_csv(tmp_path / "reports" / "yolo" / "copypaste" / "seed_0" / "results.csv")
+        assert list(curves["epoch"]) == list(range(1, epochs + 1))
+    (tmp_path / "models" / "yolo" / "baseline" / "budget.json").unlink()
+    capsys.readouterr()
+    assert train_yolo.main(["--variant", "copypaste"]) == 2
+    assert capsys.readouterr().err == ("error: models/yolo/baseline/budget.json: not found; run train_yolo@baseline "
+                                       "first (it finds the detector budget)\n")
+
+
 def test_a_missing_pretrained_checkpoint_is_one_line_and_never_downloaded(tmp_path, tiny_prepared, monkeypatch, capsys,
                                                                           refuse_network):
     write_params(tmp_path, **TINY_DETECTION, yolo={"train": {"model": "yolov8n.pt"}})

@@ -39,7 +39,8 @@ def test_the_one_gpu_profile_follows_the_seed_and_the_anchors_carry_it_to_the_cl
     assert params["classifier"]["model"] == params["unet"]["model"]
     assert params["judge"]["model"] == {**params["unet"]["model"], "dropout": 0.1}
     assert params["unet"]["mixed_precision"] == "bf16" and params["yolo"]["train"]["amp"] == "bf16"
-    assert params["yolo"]["train"]["extra"] == {"val": True, "nbs": 64}  # a free-form mapping is replaced whole
+    assert params["yolo"]["train"]["extra"] == {"nbs": 64}  # a free-form mapping is replaced whole (mosaic back on)
+    assert params["yolo"]["budget"]["max_epochs"] == 300 and params["split"]["test"] == 0.15
     assert "image_size: &generative_px 64  # the generative resolution" in text
     assert "  model: *arch                # must equal unet.model for init_from_unet" in text
     assert params["launch"] == yaml.safe_load(PARAMS_TEXT)["launch"]  # where it runs is the launcher's business

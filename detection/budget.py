@@ -191,5 +191,5 @@ def budget_line(budget: dict | None) -> str:
     how = (f"the baseline's plateau on val: its mean val mAP50 gained {budget['window_gain']:+.3f} over the last "
            f"{budget['rule']['window']} epochs" + (", capped at max_epochs before a plateau" if budget["capped"] else "")
            if budget["searched"] else "fixed in params.yaml (yolo.budget.epochs)")
-    return (f"every detector trained {budget['batches']} batches ({budget['epochs']} epochs of the baseline's "
-            f"{budget['batches_per_epoch']}): {how}")
+    return (f"every detector trained {budget['batches']} batches (the baseline's {budget['epochs']} epochs of "
+            f"{budget['batches_per_epoch']} batches): {how}")

@@ -114,7 +114,7 @@ def test_evaluate_identical_variants_end_to_end(tmp_path, monkeypatch):
     for figure in ("pr_curves.png", "delta_map50.png", "test_detections.png"):
         assert f"figures/{figure}" in report and (tmp_path / "reports/figures" / figure).stat().st_size > 0
     assert "| baseline | 2 | 8 | 2 | 2 |" in report  # seeds, images, epochs, batches: the budget found in 2 epochs
-    assert "- augmented: void, no verdict" in head and "- every detector trained 2 batches (2 epochs" in head
+    assert "- augmented: void, no verdict" in head and "- every detector trained 2 batches (the baseline's 2 epochs of 1 batches)" in head
 
 
 def test_evaluate_names_every_missing_variant_and_seed(tmp_path, monkeypatch, capsys):

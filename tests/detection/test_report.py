@@ -148,8 +148,8 @@ def test_the_report_states_the_budget_and_the_last_windows_gain(tmp_path):
     budget = {"epochs": 150, "batches_per_epoch": 9, "batches": 1350, "schedule_epochs": 240, "searched": True,
               "capped": False, "window_gain": 0.008, "rule": rule}
     line = budget_line(budget)
-    assert line == ("every detector trained 1350 batches (150 epochs of the baseline's 9): the baseline's plateau on "
-                    "val: its mean val mAP50 gained +0.008 over the last 40 epochs")
+    assert line == ("every detector trained 1350 batches (the baseline's 150 epochs of 9 batches): the baseline's "
+                    "plateau on val: its mean val mAP50 gained +0.008 over the last 40 epochs")
     assert budget_line({**budget, "capped": True, "window_gain": 0.05}).endswith(
         "gained +0.050 over the last 40 epochs, capped at max_epochs before a plateau")
     assert budget_line({**budget, "searched": False}).endswith("fixed in params.yaml (yolo.budget.epochs)")

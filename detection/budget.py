@@ -1,8 +1,8 @@
 """The detector's training budget: found where the baseline's val mAP50 stops improving, then
 given to every seed and variant as a number of batches.
 
-Below the plateau a comparison of variants measures training length, not images: on the demo the
-baseline alone goes from 0.41 to 0.83 test mAP50 between 20 and 150 epochs. So the baseline finds
+Below the plateau a comparison of variants measures training length, not images (the demo's curve:
+bench/RESULTS.md, "The detector's plateau"). So the baseline finds
 the budget (`yolo.budget`, epochs null): the seeds it trains at once (`yolo.parallel` of them,
 the first seeds of `yolo.seeds`) validate on `val` every `val_every` epochs and stop together at
 the first validation where the best mean val mAP50 so far has gained less than `min_gain` over the
@@ -54,7 +54,7 @@ class BudgetSettings:
         if self.window % self.val_every or self.min_epochs % self.val_every:
             raise ValueError(f"window: window ({self.window}) and min_epochs ({self.min_epochs}) must be multiples "
                              f"of val_every ({self.val_every})")
-        if self.max_epochs < self.min_epochs or self.min_epochs <= self.window - 1:
+        if self.max_epochs < self.min_epochs or self.min_epochs <= self.window:
             raise ValueError(f"max_epochs: need window < min_epochs <= max_epochs, got {self.window}, "
                              f"{self.min_epochs}, {self.max_epochs}")
 

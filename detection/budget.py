@@ -159,12 +159,12 @@ def budget_record(rule: BudgetSettings, n_train: int, batch: int, epochs: int,
     """What <paths.yolo>/baseline/budget.json holds: the budget in epochs and batches, the rule, the
     curves it was read from and the last window's gain (null when nothing was searched)."""
     mean = mean_curve(curves)
-    capped = rule.searched and plateau_epoch(mean, rule) == rule.max_epochs and \
-        window_gain(mean, rule.max_epochs, rule.window) >= rule.min_gain
+    gain = window_gain(mean, epochs, rule.window) if mean else None
+    capped = rule.searched and epochs >= rule.max_epochs and gain is not None and gain >= rule.min_gain
     return {"epochs": epochs, "batches_per_epoch": batches_per_epoch(n_train, batch),
             "batches": epochs * batches_per_epoch(n_train, batch),
             "schedule_epochs": rule.max_epochs if rule.searched else epochs, "searched": rule.searched,
-            "capped": bool(capped), "window_gain": window_gain(mean, epochs, rule.window) if mean else None,
+            "capped": bool(capped), "window_gain": gain,
             "rule": dataclasses.asdict(rule), "val_map50": {str(e): v for e, v in mean.items()},
             "val_map50_per_seed": {str(s): {str(e): v for e, v in c.items()} for s, c in curves.items()}}
 

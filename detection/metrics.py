@@ -22,6 +22,7 @@ reference. It so covers both which test images were held out and which training 
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -199,12 +200,13 @@ def bootstrap_deltas(matches: Mapping[str, Sequence[Sequence[ImageMatch]]], n_cl
     seeds = [[rng.integers(0, len(per_seed), len(per_seed)) for rng, per_seed in zip(seed_rngs, sets)]
              for _ in range(settings.n_resamples)]
     chunks = np.array_split(np.arange(settings.n_resamples), max(1, min(workers, settings.n_resamples)))
-    jobs = [([counts[b] for b in chunk], [seeds[b] for b in chunk]) for chunk in chunks]
-    if len(jobs) == 1:
-        parts = [score_resamples(sets, n_classes, *jobs[0])]
+    score = functools.partial(score_resamples, sets, n_classes)
+    jobs = ([[counts[b] for b in chunk] for chunk in chunks], [[seeds[b] for b in chunk] for chunk in chunks])
+    if len(chunks) == 1:
+        parts = list(map(score, *jobs))
     else:
-        with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = list(pool.map(score_resamples, *zip(*[(sets, n_classes, *job) for job in jobs])))
+        with ProcessPoolExecutor(len(chunks), mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(score, *jobs))
     draws = np.concatenate(parts)                               # [resample, variant, metric, class + overall]
     alpha = (1.0 - settings.ci) / 2 * 100
     with warnings.catch_warnings():

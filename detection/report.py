@@ -107,12 +107,17 @@ def mean_sd(mean: float, sd: float) -> str:
     return f"{mean:.3f}" if not np.isfinite(sd) else f"{mean:.3f} ± {sd:.3f}"
 
 
+def interval_text(d: Delta, k: int, column: int) -> str:
+    """`+0.031 [-0.010, +0.060]`: the delta and its interval."""
+    return f"{d.delta[k, column]:+.3f} [{d.ci_low[k, column]:+.3f}, {d.ci_high[k, column]:+.3f}]"
+
+
 def delta_cell(d: Delta, k: int, column: int) -> str:
     """`+0.031 [-0.010, +0.060] unresolved`: the delta, its interval and its mark."""
-    delta, low, high = d.delta[k, column], d.ci_low[k, column], d.ci_high[k, column]
+    delta = d.delta[k, column]
     if not np.isfinite(delta):
         return "n/a"
-    return f"{delta:+.3f} [{low:+.3f}, {high:+.3f}] {mark(d.resolved[k, column], delta)}"
+    return f"{interval_text(d, k, column)} {mark(d.resolved[k, column], delta)}"
 
 
 def overall_table(ev: Evaluation) -> pd.DataFrame:
@@ -160,10 +165,10 @@ def undetected_classes(ev: Evaluation) -> list[str]:
             if n_targets[c] > 0 and all(np.nan_to_num(ev.per_seed(v)[:, k, c]).max() == 0 for v in ev.summaries)]
 
 
-def verdict_lines(ev: Evaluation, void: dict[str, str], budget: str = "") -> list[str]:
+def verdict_lines(ev: Evaluation, void: dict[str, str]) -> list[str]:
     """What a person reads first: one line per variant (better / worse / no resolved difference than the
     reference, its mAP50 delta with the interval, the classes whose AP50 moved with a resolved
-    interval), one for the classes no variant detects, and the detector budget when given."""
+    interval), one for the classes no variant detects, and the detector budget when recorded."""
     k = METRICS.index("mAP50")
     undetected = undetected_classes(ev)
     lines = []
@@ -173,15 +178,15 @@ def verdict_lines(ev: Evaluation, void: dict[str, str], budget: str = "") -> lis
             continue
         delta = d.delta[k, -1]
         word = ("better than" if delta > 0 else "worse than") if d.resolved[k, -1] else "no resolved difference from"
-        moved = [f"{name} {d.delta[k, c]:+.3f} [{d.ci_low[k, c]:+.3f}, {d.ci_high[k, c]:+.3f}]"
-                 for c, name in enumerate(ev.names) if d.resolved[k, c] and name not in undetected]
-        lines.append(f"{v}: {word} {ev.reference}, mAP50 {delta:+.3f} [{d.ci_low[k, -1]:+.3f}, {d.ci_high[k, -1]:+.3f}]; "
+        moved = [f"{name} {interval_text(d, k, c)}" for c, name in enumerate(ev.names)
+                 if d.resolved[k, c] and name not in undetected]
+        lines.append(f"{v}: {word} {ev.reference}, mAP50 {interval_text(d, k, -1)}; "
                      + (f"classes whose AP50 moved (resolved): {', '.join(moved)}" if moved
                         else "no class's AP50 moved with a resolved interval"))
     if undetected:
         lines.append(f"not detected by any variant (AP50 0 for every seed): {', '.join(undetected)}")
-    if budget:
-        lines.append(budget)
+    if ev.budget:
+        lines.append(budget_line(ev.budget))
     return lines
 
 
@@ -215,7 +220,7 @@ def write_report(ev: Evaluation, settings: EvaluateSettings, pseudo_dir: Path, f
                 "test images happened to be held out and how much training runs differ by seed"
                 + (" (with one seed: test images only)" if n_seeds == 1 else "")
                 + ". A delta is resolved only when its interval excludes 0.")
-    verdicts = "".join(f"- {line}\n" for line in verdict_lines(ev, void, budget_line(ev.budget)))
+    verdicts = "".join(f"- {line}\n" for line in verdict_lines(ev, void))
     parts = [f"# Detection report\n\n{void_warning(void)}{verdicts}\n{intro}\n\n## Overall\n",
              markdown_table(overall_table(ev)), f"\n## Delta vs {ev.reference}\n\n{interval}\n\n",
              markdown_table(delta_table(ev, boot.ci, void)) if ev.deltas else "",

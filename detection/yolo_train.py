@@ -20,8 +20,18 @@ from typing import Any
 import pandas as pd
 
 from core.errors import StageError
-from core.io import scratch_dir
-from detection.budget import ABORT_FILE, PeerCurves, Plan, budget_record, mean_curve, plateau_epoch
+from core.io import scratch_dir, write_json
+from detection.budget import (
+    ABORT_FILE,
+    BUDGET_FILE,
+    PeerCurves,
+    Plan,
+    budget_record,
+    mean_curve,
+    plateau_epoch,
+    read_budget,
+    scaled_plan,
+)
 from detection.yolo import TrainSettings, YoloParams, resolve_device, seed_dir, ultralytics_offline
 
 
@@ -145,14 +155,14 @@ def train(settings: TrainSettings, plan: Plan, seed: int, data_yaml: Path, out_d
 
             trainer = planned_trainer(plan, cpu_trainer(settings.channels_last) if on_cpu else DetectionTrainer)
         model.train(trainer=trainer, **{**args, **settings.extra})
-        run = run_root / "run"
+        run, scratch = run_root / "run", {run_root: "<run>", data_yaml.parent: "<data>"}
         for name in ("weights/best.pt", "weights/last.pt", "results.csv", "args.yaml"):
             if not (run / name).is_file():
                 raise StageError(f"{run / name}: ultralytics wrote no such file; training failed")
-            reproducible_copy(run / name, out_dir / Path(name).name, {run_root: "<run>", data_yaml.parent: "<data>"})
+            reproducible_copy(run / name, out_dir / Path(name).name, scratch)
         shutil.copyfile(run / "results.csv", log_dir / "results.csv")
         for snapshot in (run / "weights").glob("epoch_*.pt"):  # plan.snapshots
-            reproducible_copy(snapshot, out_dir / snapshot.name, {run_root: "<run>", data_yaml.parent: "<data>"})
+            reproducible_copy(snapshot, out_dir / snapshot.name, scratch)
         if settings.plots:
             for png in run.glob("*.png"):
                 shutil.copyfile(png, out_dir / png.name)
@@ -250,4 +260,22 @@ def train_baseline(settings: YoloParams, data_yaml: Path, out_dir: Path, report_
     budget = budget_record(rule, n_train, settings.train.batch, epochs.pop(), curves)
     rest = {s: Plan(budget["schedule_epochs"], budget["epochs"]) for s in seeds if s not in records}
     records |= train_seeds(settings, rest, data_yaml, out_dir, report_dir, threads) if rest else {}
+    return records, budget
+
+
+def train_variant(variant: str, settings: YoloParams, data_yaml: Path, out_dir: Path, log_dir: Path, n_train: int,
+                  yolo_dir: Path, threads: int) -> tuple[dict[int, dict[str, Any]], dict[str, Any] | None]:
+    """Every seed of a variant on `n_train` images, each seed's metrics.json written beside its
+    weights. The baseline finds the budget (`train_baseline`) and writes it to BUDGET_FILE in
+    `out_dir`; any other variant trains the budget in `yolo_dir`/baseline (`scaled_plan`). Returns
+    each seed's `train` record and the budget record the baseline found (None for the others)."""
+    if variant == "baseline":
+        records, budget = train_baseline(settings, data_yaml, out_dir, log_dir, n_train, threads)
+        write_json(out_dir / BUDGET_FILE, budget)
+    else:
+        budget = None
+        plan = scaled_plan(read_budget(yolo_dir / "baseline"), n_train, settings.train.batch, settings.equal_steps)
+        records = train_seeds(settings, {s: plan for s in settings.seeds}, data_yaml, out_dir, log_dir, threads)
+    for seed, record in records.items():
+        write_json(seed_dir(out_dir, seed) / "metrics.json", record["metrics"])
     return records, budget

@@ -46,7 +46,7 @@ def _main(argv: list[str] | None) -> None:
     write_json(reports / "metrics.json", evaluate.metrics_json(result, void))
     for reason in void.values():
         print(f"evaluate: WARNING: {reason}")
-    for line in report.verdict_lines(result, void, report.budget_line(result.budget)):
+    for line in report.verdict_lines(result, void):
         print(f"evaluate: {line}")
     print(f"evaluate: report {reports / 'report.md'}")
 

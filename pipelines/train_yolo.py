@@ -10,13 +10,10 @@
 - inpaint:   real `train` + real scenes with litter inserted by guided RePaint, boxes measured
   (<paths.pseudo>/inpaint, augment.insert), at most `yolo.mix.synthetic_ratio` per real image
 
-Every variant trains once per seed in `yolo.seeds` on the same images (the added ones chosen with
-`yolo.mix.seed`), `yolo.parallel` seeds at once. The baseline finds the budget (`yolo.budget`,
-detection.budget: its first `parallel` seeds validate on real `val` and stop together at the
-plateau) and records it in <paths.yolo>/baseline/budget.json; every other variant reads it and
-trains as many batches (`yolo.equal_steps`) or epochs. Writes <paths.yolo>/<variant>/params.json
-(the images, epochs and batches it trained) and seed_<s>/ (best.pt = the final weights, last.pt,
-results.csv, args.yaml, metrics.json), and <paths.reports>/yolo/<variant>/seed_<s>/results.csv.
+Every variant trains once per seed in `yolo.seeds` on the same images, `yolo.parallel` seeds at
+once, for the detector budget the baseline finds (detection.budget, <paths.yolo>/baseline/budget.json).
+Writes <paths.yolo>/<variant>/params.json (images, epochs, batches) and seed_<s>/ (best.pt = the
+final weights, last.pt, results.csv, args.yaml, metrics.json), and <paths.reports>/yolo/<variant>/.
 """
 
 from __future__ import annotations
@@ -25,10 +22,9 @@ import dataclasses
 import sys
 from typing import TYPE_CHECKING
 
-
 from core.io import atomic_dirs, scratch_dir, write_json
 from core.params import section
-from detection.budget import BUDGET_FILE, batches_per_epoch, budget_line, read_budget, scaled_plan
+from detection.budget import batches_per_epoch, budget_line
 from detection.prepared import class_names
 from detection.yolo import (
     VARIANTS,
@@ -36,11 +32,10 @@ from detection.yolo import (
     YoloParams,
     check_local_weights,
     resolve_device,
-    seed_dir,
     variant_splits,
     write_dataset_view,
 )
-from detection.yolo_train import train_baseline, train_seeds
+from detection.yolo_train import train_variant
 from pipelines.stage import Launch, run_stage, stage_args
 
 if TYPE_CHECKING:
@@ -72,22 +67,16 @@ def _main(argv: list[str] | None) -> None:
     names = class_names(paths.prepared)
     splits = variant_splits(args.variant, settings, paths.prepared, paths.pseudo)
     n_train = len(splits["train"])
-    if args.variant != "baseline":
-        plan = scaled_plan(read_budget(paths.yolo / "baseline"), n_train, settings.train.batch, settings.equal_steps)
     train, amp = resolve_amp(settings.train)
     print(f"train_yolo@{args.variant}: amp {amp}")
     trained = dataclasses.replace(settings, train=train)
     with scratch_dir("yolo_data_") as view_dir, \
             atomic_dirs(paths.yolo / args.variant, paths.reports / "yolo" / args.variant) as (out_dir, report_dir):
         data_yaml = write_dataset_view(view_dir, splits, names)
-        if args.variant == "baseline":
-            records, budget = train_baseline(trained, data_yaml, out_dir, report_dir, n_train, threads)
-            write_json(out_dir / BUDGET_FILE, budget)
+        records, budget = train_variant(args.variant, trained, data_yaml, out_dir, report_dir, n_train, paths.yolo,
+                                        threads)
+        if budget:
             print(f"train_yolo@baseline: {budget_line(budget)}")
-        else:
-            records = train_seeds(trained, {s: plan for s in settings.seeds}, data_yaml, out_dir, report_dir, threads)
-        for seed, record in records.items():
-            write_json(seed_dir(out_dir, seed) / "metrics.json", record["metrics"])
         epochs = next(iter(records.values()))["epochs"]
         write_json(out_dir / "params.json", {
             "variant": args.variant, "yolo": settings, "classes": names, "n_images": {s: len(v) for s, v in splits.items()},

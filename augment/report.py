@@ -2,8 +2,8 @@
 and what the guidance scale trades.
 
 Reads what `generate` (`reports/generation.json`), `gen_metrics` (`reports/gen_metrics.json`),
-`upsample` (`reports/upsample.json`), `inpaint` (`reports/inpaint.json`, `inpaint/examples.png`)
-and the sweep (`reports/sweep/tradeoff.csv`,
+`upsample` (`reports/upsample.json`), `inpaint` (`reports/inpaint.json`, `inpaint/examples.png`),
+`realism` (`reports/realism.json`), `copypaste` (`reports/copypaste.json`) and the sweep (`reports/sweep/tradeoff.csv`,
 `guidance_tradeoff.png`) wrote; a part whose file is absent (a pipeline run without that stage)
 says so instead of failing the report.
 """
@@ -20,6 +20,8 @@ from core.tables import markdown_table
 
 GENERATION, GEN_METRICS, UPSAMPLE = Path("generation.json"), Path("gen_metrics.json"), Path("upsample.json")
 INPAINT, INPAINT_EXAMPLES = Path("inpaint.json"), Path("inpaint/examples.png")
+REALISM, COPYPASTE = Path("realism.json"), Path("copypaste.json")
+SOURCE_NAMES = {"synthetic": "generated scenes", "inpaint": "insertions", "copypaste": "copy-paste (real cut-outs)"}
 TRADEOFF_CSV, TRADEOFF_PNG = Path("sweep/tradeoff.csv"), Path("sweep/guidance_tradeoff.png")
 
 
@@ -82,6 +84,51 @@ def inpaint_table(inpaint: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def detector_realism_table(realism: dict) -> pd.DataFrame:
+    """Per synthetic source and class: what the baseline detector makes of its objects, and the gate."""
+    rows = []
+    for source, result in realism["sources"].items():
+        for name, f in result["per_class"].items():
+            rows.append({"source": SOURCE_NAMES.get(source, source), "variant": result["variant"], "class": name,
+                         "objects": f["objects"], "agreement": f["agreement"], "box IoU": f["box_iou"],
+                         "crop FD": f["crop_fd"],
+                         "gate": {True: "passed", False: "left out", None: "no objects"}[f["passed"]]})
+    return pd.DataFrame(rows)
+
+
+def gate_lines(realism: dict) -> str:
+    """One line per source: the classes the gate left out and how many training images that took away."""
+    lines = []
+    for source, result in realism["sources"].items():
+        failed = [name for name, f in result["per_class"].items() if f["passed"] is False]
+        lines.append(f"- `{result['variant']}`: " + (f"left out {', '.join(failed)} ({len(result['gated_out'])} of its "
+                                                     f"{result['images']} images)" if failed else "every class passed"))
+    return "\n".join(lines) + "\n"
+
+
+def detector_realism_section(reports: Path) -> str:
+    """Markdown of the detector's view of every synthetic source and the quality gate; '' when realism has not run."""
+    realism = _read_json(reports / REALISM)
+    if realism is None:
+        return ""
+    s, p = realism["settings"], realism["predict"]
+    copypaste = _read_json(reports / COPYPASTE)
+    form = {"mask": "ran with instance masks", "box": "ran with box crops, feathered at the edge (no masks in the data)",
+            "mask and box": "ran with instance masks where the data have them, feathered box crops elsewhere",
+            None: "pasted no object"}
+    form_line = "" if copypaste is None else f" Copy-paste {form[copypaste.get('form')]}."
+    return "".join([
+        f"\n## Judged by the detector: agreement and the quality gate (`{REALISM}`)\n\n",
+        f"Each synthetic object as the real-only baseline detector sees it ({len(realism['seeds'])} seeds, conf >= "
+        f"{p['conf']}). Agreement: the share of objects it boxes with their class at IoU >= {s['iou']} (a generated "
+        "scene's object is its target class, found anywhere in the scene; every guided scene counts, not only those "
+        "pseudo_label kept). Box IoU: median IoU of an object's box with the detector's closest box of its class. "
+        f"Crop FD: real `{realism['real_split']}` boxes against the source's boxes, square crops in "
+        f"`{realism['extractor']}` features (small n inflates FD: compare within a class). A class below agreement "
+        f"{s['min_agreement']} is left out of its variant's training images (the gate reads no test image)."
+        f"{form_line}\n\n", gate_lines(realism), "\n", markdown_table(detector_realism_table(realism))])
+
+
 def inpaint_section(reports: Path) -> str:
     """Markdown of what `inpaint` inserted, kept and undone, guided against unguided; '' when it has not run."""
     inpaint = _read_json(reports / INPAINT)
@@ -139,4 +186,4 @@ def synthetic_section(reports: Path) -> str:
                   "'Reading the trade-off').\n\n", markdown_table(table)]
         if (reports / TRADEOFF_PNG).is_file():
             parts.append(f"\n![guidance-scale trade-off]({TRADEOFF_PNG.as_posix()})\n")
-    return "".join(parts) + inpaint_section(reports)
+    return "".join(parts) + inpaint_section(reports) + detector_realism_section(reports)

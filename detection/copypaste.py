@@ -1,22 +1,24 @@
 """The copy-paste control (Ghiasi et al. 2021, "Simple Copy-Paste"; Dwibedi et al. 2017, "Cut,
-Paste and Learn"): real litter pasted into real road images whose boxes are all known, with as many
-objects per class as the synthetic (`augmented`) variant adds, so the two compare like for like.
+Paste and Learn"): real litter pasted into real road images at the places and counts of the
+insertions (`augment.insert`, stage inpaint), so the two compare like for like: the bar an inserted
+object has to reach is a real one cut out and pasted where it was inserted.
 
-- Plan: added image i of the augmented variant (`detection.yolo.added_images`) gives copy-paste
-  image i the classes of its boxes (its YOLO label file): the same number of images, objects per
-  image and objects per class. An added image without boxes gives a canvas with nothing pasted.
-- Canvases: `train` images (boxes from their label files) and clean `tagged` images (no tags, so
-  no litter). `val` and `test` images are never read, as canvas or as source.
+- Plan: image i of the inpaint layout (`<paths.pseudo>/inpaint`) gives copy-paste image i (the same
+  name) its canvas and, per inserted object (its last `n_inserted` label lines), a class and a
+  place: the same number of images, objects per image and objects per class.
+- Canvases: the inpaint image's own canvas, a `train` image (boxes from its label file) or a clean
+  `tagged` one (no tags, so no litter). `val` and `test` images are never read, as canvas or source.
 - Sources: the `train` boxes. Where the prepared data have an instance map
   (`detection.prepared.read_instance_masks`), the instance's pixels are pasted with alpha 1 (the
-  paper's hard masks); otherwise the box crop, with an alpha that falls linearly from 1 to 0 over
-  `feather_px` towards the crop's edge, measured from each pixel's centre, so every crop pixel keeps
-  alpha > 0. A box crop also carries the road inside the box.
-- Placement: at an integer offset, wholly inside the canvas, the object's box having zero
+  paper's hard masks: form `mask`); otherwise, as in most exports (YOLO, Roboflow: boxes only), the
+  box crop, with an alpha that falls linearly from 1 to 0 over `feather_px` towards the crop's edge,
+  measured from each pixel's centre, so every crop pixel keeps alpha > 0 (form `box`). A box crop
+  also carries the road inside the box.
+- Placement: the object centred on the inserted box's centre (moved inside the canvas), else at a
+  random integer offset wholly inside the canvas, in `placement_tries` draws; its box has zero
   intersection with every known box of the canvas and every box pasted before it. That box is the
-  extent of the object's pixels with alpha > 0: exact. An object with no free offset in
-  `placement_tries` draws fails the canvas; after `canvas_tries` canvases the image keeps the one
-  that took the most objects and reports the rest as unplaced. Objects are not scaled or flipped.
+  extent of the object's pixels with alpha > 0: exact. An object with no free place is reported as
+  unplaced. Objects are not scaled or flipped.
 - Determinism: image i draws from its own generator, seeded (seed, i).
 """
 
@@ -34,13 +36,13 @@ from PIL import Image
 
 from core.errors import StageError
 from core.params import check_at_least
-from detection.boxes import Detections, pixels_to_labels, read_labels_px
+from core.tables import read_table
+from detection.boxes import Detections, labels_to_pixels, pixels_to_labels, read_labels_px
 from detection.canvases import Canvas, canvases
 from detection.figures import draw_boxes, image_grid
 from detection.prepared import load_manifest, read_instance_masks, read_rgb, read_yolo_labels
-from detection.yolo import LabelledImage
 
-MANIFEST = ("image_id", "path", "source_path", "group", "n_boxes", "classes", "n_pasted", "pasted", "mirrors")
+MANIFEST = ("image_id", "path", "source_path", "group", "n_boxes", "classes", "n_pasted", "pasted")
 
 
 @dataclass(frozen=True)
@@ -50,13 +52,12 @@ class CopyPasteSettings:
     seed: int                 # image i draws canvas, sources and offsets from a generator seeded (seed, i)
     feather_px: float         # box crops (no mask): alpha ramp width at the crop's edge; 0 = hard edge
     placement_tries: int      # random offsets per object on one canvas
-    canvas_tries: int         # canvases per image before unplaced objects are given up (and reported)
     grid_images: int          # report: pasted examples shown
     grid_scale: int           # report: nearest-neighbour upscale of the examples
 
     def __post_init__(self) -> None:
         check_at_least(self, 0, "seed", "feather_px")
-        check_at_least(self, 1, "placement_tries", "canvas_tries", "grid_images", "grid_scale")
+        check_at_least(self, 1, "placement_tries", "grid_images", "grid_scale")
 
 
 @dataclass(frozen=True)
@@ -84,25 +85,42 @@ class Pasted:
 
 @dataclass(frozen=True)
 class PastedImage:
-    image_id: str
-    mirrors: str              # the augmented variant's added image it matches
+    image_id: str             # the name of the inpaint image it mirrors
     canvas: Canvas
     pasted: tuple[Pasted, ...]
     unplaced: tuple[int, ...]  # classes that found no free place
     no_source: tuple[int, ...]  # classes without a single train instance
 
 
-# ---- inputs: the augmented plan, canvases, source instances
+# ---- inputs: the inpaint plan, canvases, source instances
 
-def plan(added: Sequence[LabelledImage], n_classes: int) -> list[tuple[str, list[int]]]:
-    """(name, classes of its boxes) per image the augmented variant adds."""
+@dataclass(frozen=True)
+class Mirrored:
+    """An image of the inpaint layout: its name, its canvas's file and its inserted objects."""
+
+    name: str
+    canvas: Path
+    objects: tuple[tuple[int, tuple[float, float, float, float]], ...]  # (class, xyxy px)
+
+
+def plan(layout: Path, n_classes: int) -> list[Mirrored]:
+    """Every image of the inpaint layout `layout` with the class and box of each inserted object."""
+    frame = read_table(layout / "manifest.csv", ("image_id", "path", "source_path", "n_inserted"), made_by="inpaint",
+                       text_columns=("image_id", "path", "source_path"))
     out = []
-    for item in added:
-        labels = read_yolo_labels(item.label) if item.label is not None else np.zeros((0, 5), np.float32)
-        classes = labels[:, 0].astype(np.int64).tolist()
-        if any(c < 0 or c >= n_classes for c in classes):
-            raise StageError(f"{item.label}: class index out of range 0..{n_classes - 1}: {sorted(set(classes))}")
-        out.append((item.name, classes))
+    for row in frame.itertuples():
+        image = layout / row.path
+        labels_file = layout / "labels" / f"{Path(row.path).stem}.txt"
+        labels = read_yolo_labels(labels_file)
+        if not 0 <= row.n_inserted <= len(labels):
+            raise StageError(f"{layout / 'manifest.csv'}: image {row.image_id}: n_inserted {row.n_inserted} is not "
+                             f"within its {len(labels)} label lines; rerun the inpaint stage")
+        height, width = read_rgb(image).shape[:2]
+        xyxy, cls = labels_to_pixels(labels[len(labels) - row.n_inserted:], width, height)
+        if any(c < 0 or c >= n_classes for c in cls.tolist()):
+            raise StageError(f"{labels_file}: class index out of range 0..{n_classes - 1}: {sorted(set(cls.tolist()))}")
+        objects = tuple((c, tuple(float(v) for v in box)) for c, box in zip(cls.tolist(), xyxy))
+        out.append(Mirrored(Path(row.path).stem, Path(row.source_path), objects))
     return out
 
 
@@ -161,18 +179,30 @@ def disjoint(a: Sequence[float], b: Sequence[float]) -> bool:
     return min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1])
 
 
-def place(classes: Sequence[int], canvas: Canvas, pool: dict[int, list[Instance]], rng: np.random.Generator,
-          tries: int) -> tuple[list[Pasted], list[int]]:
-    """Objects of `classes` on `canvas` at free offsets; (pasted, classes that found no place)."""
+def centred(box: Sequence[float], h: int, w: int, height: int, width: int) -> tuple[int, int]:
+    """The offset that centres an h x w object on `box`, moved wholly inside the image."""
+    x = round((box[0] + box[2]) / 2 - w / 2)
+    y = round((box[1] + box[3]) / 2 - h / 2)
+    return int(min(max(x, 0), width - w)), int(min(max(y, 0), height - h))
+
+
+def place(objects: Sequence[tuple[int, Sequence[float] | None]], canvas: Canvas, pool: dict[int, list[Instance]],
+          rng: np.random.Generator, tries: int) -> tuple[list[Pasted], list[int]]:
+    """Objects (class, box to centre on or None) on `canvas` at free offsets: centred on the box
+    first, then random; (pasted, classes that found no place)."""
     height, width = canvas.rgb.shape[:2]
     blocked = [tuple(b) for b in canvas.xyxy.tolist()]
     pasted, unplaced = [], []
-    for c in classes:
+    for c, box in objects:
         instance = pool[c][int(rng.integers(len(pool[c])))]
         h, w = instance.alpha.shape
         found = None
-        for _ in range(tries if h <= height and w <= width else 0):
-            candidate = Pasted(instance, int(rng.integers(width - w + 1)), int(rng.integers(height - h + 1)))
+        fits = h <= height and w <= width
+        first = [centred(box, h, w, height, width)] if fits and box is not None else []
+        offsets = iter(first)
+        for _ in range((len(first) + tries) if fits else 0):
+            x, y = next(offsets, None) or (int(rng.integers(width - w + 1)), int(rng.integers(height - h + 1)))
+            candidate = Pasted(instance, x, y)
             if all(disjoint(candidate.xyxy, b) for b in blocked):
                 found = candidate
                 break
@@ -184,23 +214,14 @@ def place(classes: Sequence[int], canvas: Canvas, pool: dict[int, list[Instance]
     return pasted, unplaced
 
 
-def paste_image(index: int, mirrors: str, classes: Sequence[int], canvas_pool: Sequence[Canvas],
-                pool: dict[int, list[Instance]], settings: CopyPasteSettings, digits: int) -> PastedImage:
-    """Copy-paste image `index`: up to `canvas_tries` canvases, the first that takes every object wins,
-    else the one that took the most."""
+def paste_image(index: int, mirrored: Mirrored, canvas: Canvas, pool: dict[int, list[Instance]],
+                settings: CopyPasteSettings) -> PastedImage:
+    """Copy-paste image `index`: the mirrored image's objects, from train instances, on its canvas."""
     rng = np.random.default_rng([settings.seed, index])
-    placeable = [c for c in classes if pool.get(c)]
-    best: tuple[Canvas, list[Pasted], list[int]] | None = None
-    for _ in range(settings.canvas_tries):
-        canvas = canvas_pool[int(rng.integers(len(canvas_pool)))]
-        pasted, unplaced = place(placeable, canvas, pool, rng, settings.placement_tries)
-        if best is None or len(pasted) > len(best[1]):
-            best = (canvas, pasted, unplaced)
-        if not unplaced:
-            break
-    canvas, pasted, unplaced = best
-    return PastedImage(f"{index:0{digits}d}", mirrors, canvas, tuple(pasted), tuple(unplaced),
-                       tuple(c for c in classes if not pool.get(c)))
+    placeable = [(c, box) for c, box in mirrored.objects if pool.get(c)]
+    pasted, unplaced = place(placeable, canvas, pool, rng, settings.placement_tries)
+    return PastedImage(mirrored.name, canvas, tuple(pasted), tuple(unplaced),
+                       tuple(c for c, _ in mirrored.objects if not pool.get(c)))
 
 
 def compose(canvas: Canvas, pasted: Sequence[Pasted]) -> np.ndarray:
@@ -243,7 +264,7 @@ def write_layout(images: Sequence[PastedImage], out_dir: Path, names: Sequence[s
         rows.append({"image_id": image.image_id, "path": f"images/{image.image_id}.png",
                      "source_path": os.path.relpath(image.canvas.path), "group": image.canvas.kind,
                      "n_boxes": len(classes), "classes": ";".join(sorted({names[c] for c in classes})),
-                     "n_pasted": len(image.pasted), "mirrors": image.mirrors,
+                     "n_pasted": len(image.pasted),
                      "pasted": ";".join(f"{names[p.instance.cls]}:{p.instance.source}:"
                                         f"{'mask' if p.instance.from_mask else 'box'}" for p in image.pasted)})
     manifest = pd.DataFrame(rows, columns=list(MANIFEST))
@@ -253,8 +274,8 @@ def write_layout(images: Sequence[PastedImage], out_dir: Path, names: Sequence[s
 
 def report(images: Sequence[PastedImage], requested: Sequence[int], pool: dict[int, list[Instance]],
            names: Sequence[str]) -> dict[str, Any]:
-    """Per class: requested (the augmented variant's added boxes), pasted (from masks / box crops),
-    unplaced, and the train instances there were to choose from."""
+    """Per class: requested (the inserted objects), pasted (from masks / box crops), unplaced, and the
+    train instances there were to choose from; `form`: which cut-outs ran (mask, box or both)."""
     per_class = {}
     for c, name in enumerate(names):
         pasted = [p for image in images for p in image.pasted if p.instance.cls == c]
@@ -268,7 +289,8 @@ def report(images: Sequence[PastedImage], requested: Sequence[int], pool: dict[i
             "source_masks": sum(i.from_mask for i in pool.get(c, [])),
         }
     total = {key: sum(v[key] for v in per_class.values()) for key in next(iter(per_class.values()))}
-    return {"images": len(images), "canvases": {k: sum(i.canvas.kind == k for i in images) for k in ("train", "clean")},
+    forms = [f for f, key in (("mask", "from_masks"), ("box", "from_boxes")) if total[key]]
+    return {"images": len(images), "form": " and ".join(forms) or None, "canvases": {k: sum(i.canvas.kind == k for i in images) for k in ("train", "clean")},
             "total": total, "per_class": per_class,
             "unplaced": [{"image_id": i.image_id, "class": names[c], "reason": reason} for i in images
                          for cs, reason in ((i.unplaced, "no free place"), (i.no_source, "no train instance"))
@@ -291,15 +313,17 @@ def examples_grid(images: Sequence[PastedImage], path: Path, names: Sequence[str
     return True
 
 
-def paste_all(prepared: Path, added: Sequence[LabelledImage], settings: CopyPasteSettings,
+def paste_all(prepared: Path, layout: Path, settings: CopyPasteSettings,
               names: Sequence[str]) -> tuple[list[PastedImage], dict[str, Any]]:
-    """One pasted image per image the augmented variant adds, and the report; reads, writes nothing."""
-    wanted = plan(added, len(names))
-    canvas_pool = canvases(prepared)
-    if not canvas_pool:
-        raise StageError(f"{prepared}/manifest.csv: no train or clean tagged image to paste into")
+    """One pasted image per image of the inpaint layout `layout`, and the report; reads, writes nothing."""
+    wanted = plan(layout, len(names))
+    by_path = {c.path.resolve(): c for c in canvases(prepared)}
     pool = source_instances(prepared, settings.feather_px)
-    digits = max(6, len(str(len(wanted))))
-    images = [paste_image(i, name, classes, canvas_pool, pool, settings, digits)
-              for i, (name, classes) in enumerate(wanted)]
-    return images, report(images, [c for _, classes in wanted for c in classes], pool, names)
+    images = []
+    for i, mirrored in enumerate(wanted):
+        canvas = by_path.get(mirrored.canvas.resolve())
+        if canvas is None:
+            raise StageError(f"{layout / 'manifest.csv'}: image {mirrored.name}: canvas {mirrored.canvas} is not a "
+                             f"train or clean tagged image of {prepared}; rerun the inpaint stage")
+        images.append(paste_image(i, mirrored, canvas, pool, settings))
+    return images, report(images, [c for m in wanted for c, _ in m.objects], pool, names)

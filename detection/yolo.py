@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 import yaml
@@ -33,6 +33,7 @@ from core.params import check_at_least
 from detection.boxes import Detections
 from detection.budget import BudgetSettings
 from detection.prepared import label_path, load_manifest
+from detection.realism import SOURCES, gate_left_out
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / ".yolo_config"
@@ -41,7 +42,7 @@ VARIANTS = ("baseline", "augmented", "selftrain", "copypaste", "inpaint")
 AMP_CHOICES = (False, "bf16", "auto")
 # The extra training images of a variant: (folder under paths.pseudo, MixSettings field capping them or None).
 VARIANT_POOLS = {"augmented": ("synthetic", "synthetic_ratio"), "selftrain": ("tagged", "tagged_ratio"),
-                 "copypaste": ("copypaste", None), "inpaint": ("inpaint", "synthetic_ratio")}
+                 "copypaste": ("copypaste", "synthetic_ratio"), "inpaint": ("inpaint", "synthetic_ratio")}
 # Every ultralytics integration that could log or upload; all off.
 OFFLINE_SETTINGS = {k: False for k in ("sync", "hub", "dvc", "clearml", "comet", "mlflow", "neptune",
                                        "raytune", "tensorboard", "wandb", "vscode_msg", "openvino_msg")}
@@ -179,8 +180,10 @@ def prepared_split(prepared: Path | str, split: str) -> list[LabelledImage]:
     return [LabelledImage(Path(p), label_path(p), f"real_{i}") for i, p in zip(frame["image_id"], frame["abspath"])]
 
 
-def pseudo_split(pseudo_dir: Path | str, ratio: float, n_real: int, seed: int) -> list[LabelledImage]:
-    """Images of a pseudo-labelled layout (`detection.pseudo_label`), at most `ratio * n_real` of them.
+def pseudo_split(pseudo_dir: Path | str, ratio: float, n_real: int, seed: int,
+                 left_out: Collection[str] = ()) -> list[LabelledImage]:
+    """Images of a pseudo-labelled layout (`detection.pseudo_label`) but those named in `left_out`
+    (the quality gate's), at most `ratio * n_real` of them.
 
     The subset is a seeded random sample, so the same params give the same training set. An empty
     layout (the baseline kept nothing) gives no images and a warning, not an error.
@@ -188,7 +191,7 @@ def pseudo_split(pseudo_dir: Path | str, ratio: float, n_real: int, seed: int) -
     pseudo_dir = Path(pseudo_dir)
     if not (pseudo_dir / "manifest.csv").is_file():
         raise StageError(f"{pseudo_dir}/manifest.csv: not found; run the pseudo-label stage first")
-    images = sorted((pseudo_dir / "images").glob("*.png"))
+    images = [p for p in sorted((pseudo_dir / "images").glob("*.png")) if p.stem not in left_out]
     if not images:  # a weak baseline may keep nothing: train on the real images, say so
         print(f"warning: {pseudo_dir}: no pseudo-labelled images kept; training on real images only",
               file=sys.stderr)
@@ -224,7 +227,8 @@ def added_images(variant: str, params: YoloParams, pseudo_root: Path | str, n_re
         return []
     folder, cap = VARIANT_POOLS[variant]
     ratio = math.inf if cap is None else getattr(params.mix, cap)
-    return pseudo_split(Path(pseudo_root) / folder, ratio, n_real, params.mix.seed)
+    left_out = gate_left_out(pseudo_root, folder) if folder in SOURCES else ()
+    return pseudo_split(Path(pseudo_root) / folder, ratio, n_real, params.mix.seed, left_out)
 
 
 def variant_splits(variant: str, params: YoloParams, prepared: Path | str,

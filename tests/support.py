@@ -7,6 +7,7 @@ overrides, so a test never depends on defaults hidden in code.
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -26,11 +27,13 @@ from augment.train_unet import PatchUNetTrainConfig, UNetTrainConfig
 from augment.unet import ArchConfig, ScheduleConfig, build_scheduler
 from augment.upsampler import PatchesWithLowRes, Upsampler, UpsamplerTrainConfig
 from core.params import deep_merge, from_dict
+from detection.canvases import canvases
 from detection.copypaste import CopyPasteSettings
 from detection.demo import DemoSettings
 from detection.evaluate import EvaluateSettings
 from detection.prepare import DatasetParams
 from detection.pseudo_label import PseudoLabelSettings
+from detection.realism import QualityGateSettings
 from detection.splits import SplitParams
 from detection.yolo import YoloParams
 from pipelines.stage import Launch, Paths
@@ -55,7 +58,8 @@ SECTIONS = {"paths": Paths, "launch": Launch, "demo": DemoSettings, "dataset": D
             "copypaste": CopyPasteSettings, "unet": UNetTrainConfig, "classifier": ClassifierTrainConfig,
             "judge": ClassifierTrainConfig, "upsampler": UpsamplerTrainConfig, "upsample": UpsampleSettings,
             "patch_unet": PatchUNetTrainConfig, "patch_classifier": PatchClassifierTrainConfig,
-            "patch_judge": PatchClassifierTrainConfig, "inpaint": InpaintSettings}
+            "patch_judge": PatchClassifierTrainConfig, "inpaint": InpaintSettings,
+            "quality_gate": QualityGateSettings}
 
 TINY_NET = {"block_out_channels": [16, 32], "attention_resolutions": [8], "attention_head_dim": 16,
             "norm_num_groups": 8}
@@ -92,6 +96,8 @@ TINY = {
     "pseudo_label": {"predict": {"conf": 0.001, "device": "cpu", "batch": 8}},
     "evaluate": {"predict": {"device": "cpu", "batch": 8}, "bootstrap": {"n_resamples": 50}, "grid_images": 4,
                  "grid_scale": 3},
+    # a 2-epoch baseline finds almost nothing: a gate at 0 keeps every class, so the variants still add images
+    "quality_gate": {"min_agreement": 0.0},
 }
 # A large scale: the tiny random classifier's gradients are weak, and the stage must show their effect.
 TINY_GENERATE = {"sampler": "ddim", "steps": 2, "guidance_scale": 1000.0, "eta": 0.0, "seed": 3, "batch_size": 2,
@@ -397,5 +403,28 @@ def write_pseudo_layout(root: Path, name: str, classes: list[list[int]], seed: i
         (out / "labels" / f"{image_id}.txt").write_text(lines)
         rows.append({"image_id": image_id, "path": f"images/{image_id}.png", "source_path": "x", "group": "g",
                      "n_boxes": len(image_classes), "classes": ";".join(TINY_CLASSES[c] for c in sorted(set(image_classes)))})
+    pd.DataFrame(rows).to_csv(out / "manifest.csv", index=False)
+    return out
+
+
+def write_inpaint_layout(root: Path, inserted: list[list[int]], seed: int = 3) -> Path:
+    """`root/data/pseudo/inpaint` as stage inpaint writes it, on write_tiny_prepared's canvases: image i
+    is canvas i (the train and clean tagged images in turn) with one 4x4 box per class of inserted[i]
+    after the canvas's label lines, and its source_path relative to `root`."""
+    out = root / "data" / "pseudo" / "inpaint"
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    pool = canvases(root / "data" / "prepared")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, classes in enumerate(inserted):
+        canvas, image_id = pool[i % len(pool)], f"{i:06d}"
+        Image.fromarray(canvas.rgb).save(out / "images" / f"{image_id}.png")
+        lines = "".join(f"{c} {rng.uniform(0.2, 0.8):.4f} {rng.uniform(0.2, 0.8):.4f} 0.25 0.25\n" for c in classes)
+        (out / "labels" / f"{image_id}.txt").write_text(canvas.label_text + lines)
+        rows.append({"image_id": image_id, "path": f"images/{image_id}.png",
+                     "source_path": os.path.relpath(canvas.path, root), "group": canvas.kind,
+                     "n_boxes": len(canvas.cls) + len(classes), "classes": "", "n_inserted": len(classes),
+                     "n_undone": 0, "inserted": ""})
     pd.DataFrame(rows).to_csv(out / "manifest.csv", index=False)
     return out

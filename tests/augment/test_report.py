@@ -86,3 +86,32 @@ def test_the_upsampler_part_puts_the_method_used_first_beside_plain_resampling(t
     lines = [line for line in text.splitlines() if line.startswith("| diffusion") or line.startswith("| bicubic")]
     assert lines == ["| diffusion (used) | 12 | 1.500 | 0.250 | 0.500 | 0.750 | 1.000 |",
                      "| bicubic | 12 | 2.500 | 0.250 | 0.500 | 0.750 | 0.500 |"]
+
+
+def realism_json():
+    def figures(objects, agreement, box_iou, crop_fd, passed):
+        return {"objects": objects, "agreement": agreement, "box_iou": box_iou, "crop_fd": crop_fd, "passed": passed}
+
+    return {"settings": {"min_agreement": 0.5, "iou": 0.5}, "predict": {"conf": 0.25}, "seeds": [0, 1, 2],
+            "extractor": "judge", "real_split": "test",
+            "sources": {
+                "synthetic": {"variant": "augmented", "images": 10, "gated_out": ["a", "b", "c"],
+                              "per_class": {"bottle": figures(4, 0.25, None, 8.0, False),
+                                            "can": figures(6, 0.9, None, 1.2, True)}},
+                "inpaint": {"variant": "inpaint", "images": 5, "gated_out": [],
+                            "per_class": {"bottle": figures(0, None, None, None, None),
+                                          "can": figures(3, 0.6667, 0.8, 1.5, True)}}}}
+
+
+def test_the_detector_part_gives_agreement_box_iou_crop_fd_and_the_gate_per_source_and_class(tmp_path):
+    (tmp_path / "realism.json").write_text(json.dumps(realism_json()))
+    (tmp_path / "copypaste.json").write_text(json.dumps({"form": "box"}))
+    text = synthetic_section(tmp_path)
+    assert "## Judged by the detector" in text and "at IoU >= 0.5" in text and "conf >= 0.25" in text
+    assert "- `augmented`: left out bottle (3 of its 10 images)\n- `inpaint`: every class passed\n" in text
+    assert "Copy-paste ran with box crops, feathered at the edge (no masks in the data)." in text
+    assert "| generated scenes | augmented | bottle | 4 | 0.250 | n/a | 8.000 | left out |" in text
+    assert "| insertions | inpaint | bottle | 0 | n/a | n/a | n/a | no objects |" in text
+    assert "| insertions | inpaint | can | 3 | 0.667 | 0.800 | 1.500 | passed |" in text
+    (tmp_path / "realism.json").unlink()
+    assert "Judged by the detector" not in synthetic_section(tmp_path)

@@ -10,16 +10,14 @@ import pandas as pd
 import pytest
 
 from core.errors import StageError
-from core.params import read_params, section
 from detection.boxes import labels_to_pixels
 from detection.copypaste import Canvas, Instance, box_instance, disjoint, feather_alpha, mask_instance, place, plan
 from detection.prepared import load_manifest, read_rgb, read_yolo_labels
-from detection.yolo import LabelledImage, YoloParams, added_images
 from pipelines import copypaste
-from tests.support import TINY_CLASSES, write_params, write_pseudo_layout, write_tiny_masks, write_tiny_prepared
+from tests.support import TINY_CLASSES, write_inpaint_layout, write_params, write_tiny_masks, write_tiny_prepared
 
-# what the augmented variant adds: 7 images, one without boxes (8 train images, ratio 1: all added)
-AUGMENTED = [[0], [1, 2], [2, 2, 0], [], [1], [0, 1], [2]]
+# the objects stage inpaint inserted: 7 images, one that kept none
+INSERTED = [[0], [1, 2], [2, 2, 0], [], [1], [0, 1], [2]]
 
 
 def instance(h: int, w: int, cls: int = 0) -> Instance:
@@ -58,7 +56,8 @@ def test_placement_never_overlaps_known_or_pasted_boxes():
     known = [[0, 0, 6, 6], [9.5, 9.5, 16, 16]]
     pool = {0: [instance(3, 3)], 1: [instance(2, 5, 1)]}
     for _ in range(30):
-        pasted, unplaced = place([0, 1, 0, 1], canvas(known), pool, rng, tries=40)
+        pasted, unplaced = place([(0, None), (1, [7, 7, 9, 9]), (0, None), (1, None)], canvas(known), pool, rng,
+                                 tries=40)
         boxes = [p.xyxy for p in pasted]
         assert len(pasted) + len(unplaced) == 4
         for i, box in enumerate(boxes):
@@ -66,25 +65,39 @@ def test_placement_never_overlaps_known_or_pasted_boxes():
             assert all(disjoint(box, k) for k in known)
             assert all(disjoint(box, other) for other in boxes[i + 1:])
     # no free place for a 12x12 object beside the known boxes: unplaced, never forced in
-    assert place([0], canvas(known), {0: [instance(12, 12)]}, rng, tries=200) == ([], [0])
+    assert place([(0, None)], canvas(known), {0: [instance(12, 12)]}, rng, tries=200) == ([], [0])
 
 
-def test_plan_takes_the_classes_of_every_added_image(tmp_path):
-    layout = write_pseudo_layout(tmp_path, "synthetic", [[0, 2], []])
-    added = [LabelledImage(p, layout / "labels" / f"{p.stem}.txt", p.stem) for p in sorted(layout.glob("images/*"))]
-    assert plan(added, 3) == [("p000", [0, 2]), ("p001", [])]
-    with pytest.raises(StageError, match=r"p000.txt: class index out of range 0..1: \[0, 2\]$"):
-        plan(added, 2)
+def test_an_object_is_centred_on_its_insertion_where_that_place_is_free():
+    rng = np.random.default_rng(0)
+    pasted, _ = place([(0, [6, 6, 10, 10]), (0, [0, 0, 2, 2])], canvas([]), {0: [instance(4, 4)]}, rng, tries=5)
+    assert [p.xyxy for p in pasted] == [(6, 6, 10, 10), (0, 0, 4, 4)]  # the second moved inside the canvas
+    # the centred place overlaps a known box: a random free one instead
+    pasted, unplaced = place([(0, [6, 6, 10, 10])], canvas([[5, 5, 11, 11]]), {0: [instance(4, 4)]}, rng, tries=50)
+    assert not unplaced and disjoint(pasted[0].xyxy, (5, 5, 11, 11))
+
+
+def test_plan_takes_the_class_and_box_of_every_inserted_object(tmp_path):
+    write_tiny_prepared(tmp_path)
+    layout = write_inpaint_layout(tmp_path, [[0, 2], []])
+    wanted = plan(layout, 3)
+    assert [(m.name, [c for c, _ in m.objects]) for m in wanted] == [("000000", [0, 2]), ("000001", [])]
+    for m in wanted:
+        labels = read_yolo_labels(layout / "labels" / f"{m.name}.txt")
+        xyxy, cls = labels_to_pixels(labels[len(labels) - len(m.objects):], 16, 16)
+        np.testing.assert_allclose(np.reshape([box for _, box in m.objects], (-1, 4)), xyxy, atol=1e-5)
+        assert (tmp_path / m.canvas).is_file()
+    with pytest.raises(StageError, match=r"000000.txt: class index out of range 0..1: \[0, 2\]$"):
+        plan(layout, 2)
 
 
 @pytest.fixture
 def layout(tmp_path):
-    """Tiny prepared data (half the train images with instance maps), an augmented layout, params."""
+    """Tiny prepared data (half the train images with instance maps), an inpaint layout, params."""
     prepared = write_tiny_prepared(tmp_path)
     masked = write_tiny_masks(prepared)
-    write_pseudo_layout(tmp_path, "synthetic", AUGMENTED)
-    write_params(tmp_path, copypaste={"feather_px": 1.5, "grid_images": 4, "grid_scale": 2},
-                 yolo={"mix": {"synthetic_ratio": 1.0}})  # no cap: every added image is mirrored
+    write_inpaint_layout(tmp_path, INSERTED)
+    write_params(tmp_path, copypaste={"feather_px": 1.5, "grid_images": 4, "grid_scale": 2})
     return tmp_path, prepared, masked
 
 
@@ -105,9 +118,10 @@ def test_stage_pastes_train_instances_into_train_and_clean_images_only(layout, m
     out = root / "data/pseudo/copypaste"
     report = json.loads((root / "reports/copypaste.json").read_text())
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False, dtype={"image_id": str})
-    assert len(manifest) == report["images"] == len(AUGMENTED) == len(list((out / "images").glob("*.png")))
+    assert len(manifest) == report["images"] == len(INSERTED) == len(list((out / "images").glob("*.png")))
+    assert report["form"] == "mask and box"
 
-    requested = Counter(c for classes in AUGMENTED for c in classes)
+    requested = Counter(c for classes in INSERTED for c in classes)
     for c, name in enumerate(TINY_CLASSES):
         row = report["per_class"][name]
         assert row["requested"] == row["pasted"] == requested[c]
@@ -118,7 +132,9 @@ def test_stage_pastes_train_instances_into_train_and_clean_images_only(layout, m
     canvases = {Path(p).resolve(): i for i, p in frame["abspath"].items()
                 if frame.loc[i, "split"] == "train" or not frame.loc[i, "tags"]}
     pasted_classes = Counter()
+    inpaint = pd.read_csv(root / "data/pseudo/inpaint/manifest.csv", dtype={"image_id": str}).set_index("image_id")
     for row in manifest.itertuples():
+        assert row.source_path == inpaint.loc[row.image_id, "source_path"]  # the insertions' canvas
         canvas_id = canvases[(root / row.source_path).resolve()]  # a train or clean tagged image
         canvas_labels = read_yolo_labels(prepared / "labels/train" / f"{canvas_id}.txt") if row.group == "train" \
             else np.zeros((0, 5), np.float32)
@@ -154,21 +170,6 @@ def check_pasted_pixels(before: np.ndarray, after: np.ndarray, known: np.ndarray
     assert not (changed & ~inside).any()
 
 
-def test_counts_follow_the_images_the_augmented_variant_really_adds(layout, monkeypatch):
-    root, _, _ = layout
-    write_params(root, yolo={"mix": {"synthetic_ratio": 0.5}})  # 8 real train images: 4 of the 7 added
-    monkeypatch.chdir(root)
-    assert copypaste.main([]) == 0
-    params = section(YoloParams, "yolo", read_params(root / "params.yaml"))
-    added = added_images("augmented", params, root / "data/pseudo", 8)
-    expected = Counter(int(c) for item in added for c in read_yolo_labels(item.label)[:, 0])
-    report = json.loads((root / "reports/copypaste.json").read_text())
-    manifest = pd.read_csv(root / "data/pseudo/copypaste/manifest.csv", keep_default_na=False)
-    assert report["images"] == len(added) == 4 and sorted(manifest["mirrors"]) == sorted(i.name for i in added)
-    assert {n: v["requested"] for n, v in report["per_class"].items()} == \
-        {n: v["pasted"] for n, v in report["per_class"].items()} == {n: expected[c] for c, n in enumerate(TINY_CLASSES)}
-
-
 def test_stage_is_deterministic(layout, monkeypatch):
     root, _, _ = layout
     monkeypatch.chdir(root)
@@ -180,15 +181,15 @@ def test_stage_is_deterministic(layout, monkeypatch):
 
 
 @pytest.mark.parametrize("breakage, message", [
-    ("no_augmented", "data/pseudo/synthetic/manifest.csv: not found; run the pseudo-label stage first"),
+    ("no_inpaint", "data/pseudo/inpaint/manifest.csv: not found; run the inpaint stage first"),
     ("feather", "params.yaml: copypaste.feather_px: must be >= 0, got -1"),
     ("mask_size", ("instance map: expected 16x16 with values 0..1 (its label lines), got 8x8 up to 1; "
                    "rerun the import stage")),
 ])
 def test_errors_are_one_line_and_write_nothing(layout, monkeypatch, capsys, breakage, message):
     root, prepared, masked = layout
-    if breakage == "no_augmented":
-        shutil.rmtree(root / "data/pseudo/synthetic")
+    if breakage == "no_inpaint":
+        shutil.rmtree(root / "data/pseudo/inpaint")
     elif breakage == "feather":
         write_params(root, copypaste={"feather_px": -1})
     else:

@@ -55,6 +55,8 @@ def fake_pseudo(root, n):
 def test_variant_mix_caps_pseudo_images_by_ratio_and_seed(tmp_path, tiny_prepared):
     prepared = tiny_prepared  # 8 train, 6 val
     fake_pseudo(tmp_path / "pseudo" / "synthetic", 20)
+    no_gate = {source: {"failed": [], "gated_out": []} for source in ("synthetic", "inpaint", "copypaste")}
+    (tmp_path / "pseudo" / "gate.json").write_text(json.dumps(no_gate))
     params = settings(YoloParams, "yolo", mix={"synthetic_ratio": 1.5})
     splits = variant_splits("augmented", params, prepared, tmp_path / "pseudo")
     names = [item.name for item in splits["train"]]
@@ -65,8 +67,10 @@ def test_variant_mix_caps_pseudo_images_by_ratio_and_seed(tmp_path, tiny_prepare
     with pytest.raises(StageError, match="pseudo/tagged/manifest.csv: not found"):
         variant_splits("selftrain", params, prepared, tmp_path / "pseudo")
     assert pseudo_split(tmp_path / "pseudo" / "synthetic", 0.0, 8, 0) == []
-    fake_pseudo(tmp_path / "pseudo" / "copypaste", 20)  # copy-paste matches augmented's count itself: no cap
-    assert len(added_images("copypaste", params, tmp_path / "pseudo", 8)) == 20
+    fake_pseudo(tmp_path / "pseudo" / "copypaste", 20)  # copy-paste and inpaint: the same cap, the same names
+    fake_pseudo(tmp_path / "pseudo" / "inpaint", 20)
+    pasted, inserted = (added_images(v, params, tmp_path / "pseudo", 8) for v in ("copypaste", "inpaint"))
+    assert len(pasted) == 12 and [i.image.name for i in pasted] == [i.image.name for i in inserted]
     assert added_images("baseline", params, tmp_path / "missing", 8) == []
     with pytest.raises(StageError, match="variant 'mosaic': unknown; known: baseline, augmented, selftrain, copypaste"):
         added_images("mosaic", params, tmp_path / "pseudo", 8)
@@ -282,13 +286,15 @@ def copy_train_as_pseudo(prepared, pseudo):
 def test_a_variant_trains_the_recorded_budgets_batches_on_the_baselines_schedule(tmp_path, tiny_prepared, monkeypatch,
                                                                                 capsys):
     copy_train_as_pseudo(tiny_prepared, tmp_path / "data" / "pseudo" / "copypaste")  # 8 added: 16 images, 2 batches
+    (tmp_path / "data" / "pseudo" / "gate.json").write_text(json.dumps({"copypaste": {"failed": [], "gated_out": []}}))
     (tmp_path / "models" / "yolo" / "baseline").mkdir(parents=True)
     budget = {"epochs": 4, "batches_per_epoch": 1, "batches": 4, "schedule_epochs": 6}  # 4 batches of a 6-batch schedule
     (tmp_path / "models" / "yolo" / "baseline" / "budget.json").write_text(json.dumps(budget))
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "models" / "yolo" / "copypaste"
     for equal_steps, epochs, schedule in ((True, 2, 3), (False, 4, 6)):
-        write_params(tmp_path, **TINY_DETECTION, yolo={"parallel": 1, "seeds": [0], "equal_steps": equal_steps})
+        write_params(tmp_path, **TINY_DETECTION, yolo={"parallel": 1, "seeds": [0], "equal_steps": equal_steps,
+                                                       "mix": {"synthetic_ratio": 1.0}})
         assert train_yolo.main(["--variant", "copypaste"]) == 0
         record = json.loads((out / "params.json").read_text())
         assert (record["n_images"]["train"], record["epochs"], record["batches"]) == (16, epochs, 2 * epochs)

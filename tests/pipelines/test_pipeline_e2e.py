@@ -16,8 +16,6 @@ import pytest
 import yaml
 from PIL import Image
 
-from core.params import read_params, section
-from detection.yolo import YoloParams, added_images
 from tests.support import REPO, TINY, tiny_params
 
 COPIED = ("dvc.yaml", "params.yaml", "core", "augment", "detection", "pipelines")
@@ -87,7 +85,7 @@ def out_hashes(workdir: Path) -> dict[str, str]:
 def test_full_repro_runs_every_stage_and_writes_every_declared_output(pipeline_copy):
     listed = {line.split()[0] for line in dvc(pipeline_copy, "stage", "list").splitlines() if line.strip()}
     locked = yaml.safe_load((pipeline_copy / "dvc.lock").read_text())["stages"]
-    assert set(locked) == listed and len(listed) == 25  # 5 YOLO variants and 2 sweep scales expanded
+    assert set(locked) == listed and len(listed) == 26  # 5 YOLO variants and 2 sweep scales expanded
     outs = [out["path"] for stage in locked.values() for out in stage.get("outs", [])]
     missing = [path for path in outs if not (pipeline_copy / path).exists()]
     assert len(outs) >= 30 and not missing, f"declared but not written: {missing}"
@@ -124,15 +122,30 @@ def test_every_variant_trains_every_seed_at_the_detector_resolution_and_is_score
         delta = metrics[f"delta_{variant}"]["mAP50"]
         assert delta["ci_low"] <= delta["delta"] <= delta["ci_high"] or delta["delta"] is None
         assert delta["resolved"] == (delta["ci_low"] > 0 or delta["ci_high"] < 0)
-    # copy-paste adds, per class, as many objects as the augmented variant's added images hold
+    # copy-paste asks, per class, for as many objects as the insertions kept, in the same images
     copypaste = json.loads((pipeline_copy / "reports/copypaste.json").read_text())
-    yolo = section(YoloParams, "yolo", read_params(pipeline_copy / "params.yaml"))
-    n_real = len(list((pipeline_copy / "data/prepared/images/train").glob("*.png")))
-    added = [int(line.split()[0]) for item in added_images("augmented", yolo, pipeline_copy / "data/pseudo", n_real)
-             for line in item.label.read_text().splitlines()]
-    names = json.loads((pipeline_copy / "reports/import.json").read_text())["classes"]
-    assert {n: c["requested"] for n, c in copypaste["per_class"].items()} == {n: added.count(i) for i, n in enumerate(names)}
+    inpaint = json.loads((pipeline_copy / "reports/inpaint.json").read_text())
+    assert {n: c["requested"] for n, c in copypaste["per_class"].items()} == \
+        {n: c["kept"] for n, c in inpaint["per_class"].items()}
+    assert copypaste["images"] == inpaint["images_written"] and copypaste["form"] in ("mask", "box", "mask and box")
     assert "resolved" in (pipeline_copy / "reports/report.md").read_text()
+
+
+@pytest.mark.slow
+def test_every_synthetic_source_is_judged_by_the_baseline_and_gated(pipeline_copy):
+    realism = json.loads((pipeline_copy / "reports/realism.json").read_text())
+    gate = json.loads((pipeline_copy / "data/pseudo/gate.json").read_text())
+    assert set(realism["sources"]) == set(gate) == {"synthetic", "inpaint", "copypaste"}
+    names = json.loads((pipeline_copy / "reports/import.json").read_text())["classes"]
+    for source, result in realism["sources"].items():
+        assert list(result["per_class"]) == names
+        for f in result["per_class"].values():
+            assert f["agreement"] is None or 0 <= f["agreement"] <= 1
+            assert f["box_iou"] is None or 0 < f["box_iou"] <= 1
+            assert f["passed"] == (None if f["agreement"] is None else True)  # the tiny gate is 0: all pass
+        assert gate[source] == {"failed": [], "gated_out": []}
+    report = (pipeline_copy / "reports/report.md").read_text()
+    assert "Judged by the detector" in report and "| insertions | inpaint |" in report
 
 
 @pytest.mark.slow
@@ -215,8 +228,8 @@ def test_changing_the_guidance_scale_reruns_only_generation_and_what_follows(pip
     params = yaml.safe_load((pipeline_copy / "params.yaml").read_text())
     set_param(pipeline_copy, "generate", "guidance_scale", params["generate"]["guidance_scale"] + 1.5)
     ran = stages_run(dvc(pipeline_copy, "repro"))
-    # train_yolo@copypaste reruns only if the copy-paste images changed: they copy the classes of the
-    # augmented images, not their pixels, so the same classes give the same pasted images
-    assert ran - {"train_yolo@copypaste"} == {
-        "generate", "gen_metrics", "upsample", "pseudo_label", "train_yolo@augmented", "copypaste", "evaluate"}
+    # the insertions and copy-paste do not read the generated scenes; their training images change only if
+    # the gate's decision does, and the tiny gate passes every class
+    assert ran == {"generate", "gen_metrics", "upsample", "pseudo_label", "realism", "train_yolo@augmented",
+                   "evaluate"}
     assert stages_run(dvc(pipeline_copy, "repro")) == set()

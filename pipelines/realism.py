@@ -1,0 +1,119 @@
+"""Stage `realism`: each synthetic source judged by the real-only baseline detector, and the quality gate.
+
+Reads the guided scenes at the detector's size (<paths.upsampled>), the layouts
+<paths.pseudo>/synthetic (their pseudo-labels: the crops), inpaint and copypaste, every seed's baseline detector
+(<paths.yolo>/baseline/seed_<s>/best.pt), the real `gen_metrics.real_split` boxes of
+<paths.prepared> and the judge (<paths.judge>, the crop FD's features). Per source and class
+(detection.realism): detector agreement, median box IoU, crop FD, and whether the class passes
+`quality_gate.min_agreement`. Writes <paths.reports>/realism.json (every figure) and
+<paths.pseudo>/gate.json (per source: the failing classes and the images train_yolo leaves out).
+Params: `quality_gate`, `pseudo_label.predict`, `yolo.seeds`, `yolo.train.imgsz`, `gen_metrics`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from augment.classifier import load_classifier
+from augment.gen_metrics import as_unit_batch, build_extractor, extract, frechet_distance
+from augment.settings import GenMetricsSettings
+from augment.synthetic import read_generated
+from core.io import write_json
+from core.params import section
+from detection import realism
+from detection.boxes import read_labels_px
+from detection.prepared import class_names, load_manifest, read_rgb
+from detection.pseudo_label import PseudoLabelSettings
+from detection.yolo import YoloParams, load_model, predict, seed_dir
+from pipelines.stage import run_stage, stage_args
+
+
+def detector_ious(objects: Sequence[realism.SyntheticObject], weights: Sequence, settings: PseudoLabelSettings,
+                  imgsz: int) -> np.ndarray:
+    """[seeds, objects]: each object's `realism.best_iou` under each baseline seed."""
+    paths = sorted({o.image for o in objects})
+    images = [read_rgb(p) for p in paths]
+    index = {p: i for i, p in enumerate(paths)}
+    out = np.zeros((len(weights), len(objects)))
+    for s, w in enumerate(weights):
+        detections = predict(load_model(w), images, settings.predict, imgsz) if images else []
+        out[s] = [realism.best_iou(o, detections[index[o.image]]) for o in objects]
+    return out
+
+
+def crops_by_class(boxes: Sequence[tuple], n_classes: int, px: int) -> list[list[np.ndarray]]:
+    """Per class, the `realism.object_crop` of each (image path, xyxy, cls)."""
+    out: list[list[np.ndarray]] = [[] for _ in range(n_classes)]
+    cache: dict = {}
+    for path, xyxy, c in boxes:
+        rgb = cache.setdefault(path, read_rgb(path))
+        out[c].append(realism.object_crop(rgb, xyxy, px))
+    return out
+
+
+def crop_fds(real: list[list[np.ndarray]], fake: list[list[np.ndarray]], extractor, batch_size: int) -> list:
+    """Per class, FD between real and synthetic crop features (None with fewer than 2 on a side)."""
+    out = []
+    for real_c, fake_c in zip(real, fake):
+        if min(len(real_c), len(fake_c)) < 2:
+            out.append(None)
+            continue
+        features = [extract(extractor, as_unit_batch(c), batch_size) for c in (real_c, fake_c)]
+        out.append(round(frechet_distance(*features), 4))
+    return out
+
+
+def _main(argv: list[str] | None) -> None:
+    _, params, paths = stage_args(__doc__, argv)
+    settings = section(realism.QualityGateSettings, "quality_gate", params)
+    labelling = section(PseudoLabelSettings, "pseudo_label", params)
+    yolo = section(YoloParams, "yolo", params)
+    metrics = section(GenMetricsSettings, "gen_metrics", params)
+    names = class_names(paths.prepared)
+    weights = [seed_dir(paths.yolo / "baseline", s) / "best.pt" for s in yolo.seeds]
+    judge = load_classifier(paths.judge)
+    extractor = build_extractor(metrics, judge)
+    px = judge.config.image_size
+    real_boxes = []
+    for row in load_manifest(paths.prepared, (metrics.real_split,)).itertuples():
+        height, width = read_rgb(row.abspath).shape[:2]
+        xyxy, cls = read_labels_px(row.abspath, width, height)
+        real_boxes += [(row.abspath, box, c) for box, c in zip(xyxy, cls.tolist())]
+    real_crops = crops_by_class(real_boxes, len(names), px)
+    layouts = {folder: realism.layout_objects(paths.pseudo / folder, column, made_by)
+               for folder, (_, column, made_by) in realism.SOURCES.items()}
+    sources = {**layouts, "synthetic": realism.scene_objects(read_generated(paths.upsampled, names), names)}
+    report, gate = {}, {}
+    with torch.inference_mode():
+        for source in realism.SOURCES:
+            objects = sources[source]
+            figures = realism.class_figures(objects, detector_ious(objects, weights, labelling, yolo.train.imgsz),
+                                            names, settings.iou)
+            boxed = [(o.image, o.xyxy, o.cls) for o in layouts[source]]
+            fds = crop_fds(real_crops, crops_by_class(boxed, len(names), px), extractor, metrics.batch_size)
+            passed = realism.gate(figures, settings.min_agreement)
+            for name, fd in zip(names, fds):
+                figures[name].update(crop_fd=fd, passed=passed[name])
+            images = {p.stem for p in (paths.pseudo / source / "images").glob("*.png")}
+            left_out = sorted(images & set(realism.gated_out(objects, passed, names)))
+            report[source] = {"variant": realism.SOURCES[source][0], "images": len(images), "per_class": figures,
+                              "gated_out": left_out}
+            gate[source] = {"failed": [n for n, ok in passed.items() if ok is False], "gated_out": left_out}
+            print(realism.realism_line(source, figures, passed))
+    write_json(paths.pseudo / realism.GATE_FILE, gate)
+    write_json(paths.reports / "realism.json", {
+        "settings": settings, "predict": labelling.predict, "seeds": yolo.seeds, "extractor": metrics.extractor,
+        "real_split": metrics.real_split, "real_crops": {n: len(c) for n, c in zip(names, real_crops)},
+        "sources": report})
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,7 +3,7 @@
 Reads <paths.prepared> (test split, class names), <paths.yolo>/<variant>/seed_<s>/best.pt for
 every variant in `evaluate.variants` and seed in `yolo.seeds`, <paths.pseudo>/synthetic (figure
 only), and for the report's synthetic-image part <paths.reports>/generation.json,
-gen_metrics.json and sweep/. Writes <paths.reports>/metrics.json (the DVC metric: seed means,
+gen_metrics.json, upsample.json, inpaint.json, realism.json, copypaste.json and sweep/. Writes <paths.reports>/metrics.json (the DVC metric: seed means,
 mAP deltas with intervals), evaluation.json (everything: per seed, per class, spreads, all
 deltas, and the settings), per_class.csv, pr/<variant>/<class>.csv (DVC plots: recall,
 precision, pooled over seeds), report.md and figures/. Params: `evaluate`, `yolo.seeds`,

@@ -9,12 +9,14 @@
   canvases (the first that takes every object wins, else the one that took the most).
 - Place: a box of a size drawn from the `train` boxes of its class (shrunk, aspect kept, to leave
   `context_px` of real road around the hole in the window), the hole = that box grown by
-  `hole_margin_px`, the window = the `px` x `px` square (the patch models' crop, `patch_unet.crops.px`)
-  centred on the hole, moved inside the image. The hole never touches a known box; the window
+  `hole_margin_px`, the window = the square of the patch models' crop side (`patch_unet.crops`:
+  `small_px` when the box leaves `context_px` of road around its hole there, so small litter is
+  rendered at that scale, native when it equals the models' size; else `px`) centred on the hole,
+  moved inside the image. The hole never touches a known box; the window
   holds no known box of the object's class (the judge would see it) and no other object's window
   (so every window renders alone).
-- Render: the window is area-downsampled to the patch UNet's size; a model pixel is unknown when
-  any of its source pixels is in the hole. `augment.inpaint.repaint` fills the unknown part, guided
+- Render: the window is area-downsampled to the patch UNet's size (a native window: not at all); a
+  model pixel is unknown when any of its source pixels is in the hole. `augment.inpaint.repaint` fills the unknown part, guided
   by the patch classifier toward the class; the result is brought back up (bicubic,
   `detection.prepared.resample_rgb`) and only the hole's pixels replace the canvas's.
 - Measure: the box is the tight box of the largest 8-connected component of hole pixels whose
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -51,7 +54,7 @@ from augment.data import to_model_range
 from augment.generate import Models, image_seed, mcnemar, plan_batches, plan_quota
 from augment.guidance import classifier_guidance
 from augment.inpaint import box_from_change, repaint
-from augment.patches import crop_origin
+from augment.patches import CropSettings, crop_origin, window_side
 from augment.settings import InpaintSettings
 from augment.synthetic import HIT_THRESHOLD
 from core.errors import StageError
@@ -132,16 +135,18 @@ def hole_and_window(box: Box, margin: int, px: int, width: int, height: int) -> 
 
 
 def place(objects: Sequence[tuple[int, int, int]], canvas: Canvas, sizes: dict[int, np.ndarray],
-          rng: np.random.Generator, settings: InpaintSettings, px: int,
+          rng: np.random.Generator, settings: InpaintSettings, crops: CropSettings,
           image_id: str) -> tuple[list[Insertion], list[int]]:
     """Objects (class, k, seed) on `canvas` at free places (module docstring); (insertions, unplaced classes)."""
     height, width = canvas.rgb.shape[:2]
-    limit = px - 2 * (settings.context_px + settings.hole_margin_px)
+    room = 2 * (settings.context_px + settings.hole_margin_px)
+    limit = crops.px - room
     known = list(zip([tuple(b) for b in canvas.xyxy.tolist()], canvas.cls.tolist()))
     placed: list[Insertion] = []
     unplaced = []
     for c, k, seed in objects:
         w, h = object_size(sizes[c], rng, limit)
+        px = window_side(max(w, h), (crops.small_px or 0) - room, crops)
         found = None
         for _ in range(settings.placement_tries if w <= width and h <= height else 0):
             x, y = int(rng.integers(width - w + 1)), int(rng.integers(height - h + 1))
@@ -160,7 +165,7 @@ def place(objects: Sequence[tuple[int, int, int]], canvas: Canvas, sizes: dict[i
 
 
 def plan(prepared: Path, settings: InpaintSettings, names: Sequence[str],
-         px: int) -> tuple[list[PlannedImage], dict[str, int]]:
+         crops: CropSettings) -> tuple[list[PlannedImage], dict[str, int]]:
     """Every image to make (its canvas and placed insertions; module docstring) and the quota per class."""
     quota = plan_quota(settings, names, load_manifest(prepared, ("train",))["tags"])
     pool = canvases(prepared)
@@ -174,11 +179,11 @@ def plan(prepared: Path, settings: InpaintSettings, names: Sequence[str],
     objects = [(c, k, image_seed(settings.seed, name, k)) for c, name in enumerate(names) for k in range(quota[name])]
     order = np.random.default_rng(settings.seed).permutation(len(objects))
     objects = [objects[i] for i in order]
-    if min(min(c.rgb.shape[:2]) for c in pool) < px:
-        raise StageError(f"params.yaml: patch_unet.crops.px {px} exceeds the prepared images' size")
-    if px - 2 * (settings.context_px + settings.hole_margin_px) < 1:
+    if min(min(c.rgb.shape[:2]) for c in pool) < crops.px:
+        raise StageError(f"params.yaml: patch_unet.crops.px {crops.px} exceeds the prepared images' size")
+    if crops.px - 2 * (settings.context_px + settings.hole_margin_px) < 1:
         raise StageError(f"params.yaml: inpaint.context_px {settings.context_px} and hole_margin_px "
-                         f"{settings.hole_margin_px} leave no room for an object in a {px}-px window")
+                         f"{settings.hole_margin_px} leave no room for an object in a {crops.px}-px window")
     n_images = math.ceil(len(objects) / settings.objects_per_image)
     digits = max(6, len(str(n_images)))
     images = []
@@ -188,7 +193,7 @@ def plan(prepared: Path, settings: InpaintSettings, names: Sequence[str],
         image_id, best = f"{i:0{digits}d}", None
         for _ in range(settings.canvas_tries):
             canvas = pool[int(rng.integers(len(pool)))]
-            placed, unplaced = place(wanted, canvas, sizes, rng, settings, px, image_id)
+            placed, unplaced = place(wanted, canvas, sizes, rng, settings, crops, image_id)
             if best is None or len(placed) > len(best[1]):
                 best = (canvas, placed, unplaced)
             if not unplaced:
@@ -360,6 +365,8 @@ def report(images: Sequence[PlannedImage], outcomes: Sequence[Outcome], quota: d
             "placed": len(mine), "kept": sum(o.kept for o in mine),
             "undone": {reason: sum(o.reason == reason for o in mine) for reason in UNDO_REASONS},
             "mean_judge_prob": round(float(np.mean([o.judge_prob for o in mine])), 4) if mine else None,
+            "window_px": {str(side): n for side, n in sorted(Counter(o.job.insertion.window[2] - o.job.insertion.window[0]
+                                                                      for o in mine).items())},
             "verified": {"guided": _rate(mine), "guided_paired": _rate([g for g, _ in pairs]),
                          "control": _rate([c for _, c in pairs]), "n_pairs": len(pairs),
                          "paired_test": mcnemar([(g.kept, c.kept) for g, c in pairs])},

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     crops = from_dict(CropSettings, params["patch_unet"]["crops"], "params.yaml: patch_unet.crops")
     names = class_names(paths.prepared)
     models = load_models(paths.patch_unet, paths.patch_classifier, paths.patch_judge, names)
-    images, _ = insert.plan(paths.prepared, base, names, crops.px)
+    images, _ = insert.plan(paths.prepared, base, names, crops)
     jobs = [job for job in insert.jobs(images, base) if job.guided][:args.windows]
     canvas_rgb = {image.image_id: image.canvas.rgb for image in images}
     print(f"{len(jobs)} guided windows of {crops.px} px (model {models.unet.config.sample_size} px), "

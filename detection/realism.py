@@ -48,7 +48,7 @@ from detection.prepared import read_rgb, resample_rgb
 # (None: every line), the stage that writes it).
 SOURCES = {"synthetic": ("augmented", None, "pseudo_label"), "inpaint": ("inpaint", "n_inserted", "inpaint"),
            "copypaste": ("copypaste", "n_pasted", "copypaste")}
-GATE_FILE = "gate.json"
+GATE_DIR = "gate"  # under paths.pseudo: <source>.json each, so one source's decision retrains only its variant
 
 
 @dataclass(frozen=True)
@@ -151,15 +151,20 @@ def gated_out(objects: Sequence[SyntheticObject], passed: Mapping[str, bool | No
     return sorted({o.name for o in objects if passed[names[o.cls]] is False})
 
 
+def gate_file(pseudo_root: Path | str, source: str) -> Path:
+    """Where stage realism writes the gate's decision for `source`."""
+    return Path(pseudo_root) / GATE_DIR / f"{source}.json"
+
+
 def gate_left_out(pseudo_root: Path | str, source: str) -> set[str]:
-    """The images of `source` that the gate file (stage realism) leaves out of training."""
-    path = Path(pseudo_root) / GATE_FILE
+    """The images of `source` that the gate (stage realism) leaves out of training."""
+    path = gate_file(pseudo_root, source)
     if not path.is_file():
         raise StageError(f"{path}: not found; run the realism stage first")
     try:
-        return set(json.loads(path.read_text())[source]["gated_out"])
+        return set(json.loads(path.read_text())["gated_out"])
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise StageError(f"{path}: no list of gated-out images for '{source}' ({type(err).__name__}: {err}); "
+        raise StageError(f"{path}: no list of gated-out images ({type(err).__name__}: {err}); "
                          "rerun the realism stage") from None
 
 

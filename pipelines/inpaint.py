@@ -21,7 +21,7 @@ from accelerate.utils import gather_object
 
 from augment import insert
 from augment.generate import load_models
-from augment.patches import CropSettings
+from augment.patches import CropSettings, crop_sides
 from augment.precision import resolved_settings
 from augment.settings import InpaintSettings
 from core.errors import StageError
@@ -40,10 +40,11 @@ def _main(argv: list[str] | None) -> None:
     models = load_models(paths.patch_unet, paths.patch_classifier, paths.patch_judge, names, state.device,
                          unet_stage="train_patch_unet", precision=settings.mixed_precision)
     size = models.unet.config.sample_size
-    if crops.px % size:
-        raise StageError(f"params.yaml: patch_unet.crops.px {crops.px} must be a multiple of the patch UNet's "
-                         f"{size} px (windows are area-downsampled by a whole factor)")
-    images, quota = insert.plan(paths.prepared, settings, names, crops.px)
+    for side in crop_sides(crops):
+        if side < size or side % size:
+            raise StageError(f"params.yaml: patch_unet.crops side {side} must be a multiple of the patch UNet's "
+                             f"{size} px (windows are area-downsampled by a whole factor)")
+    images, quota = insert.plan(paths.prepared, settings, names, crops)
     jobs = insert.jobs(images, settings)
     shard = insert.render_shard(models, settings, jobs, images, state.process_index, state.num_processes,
                                 progress=state.is_main_process)

@@ -6,7 +6,7 @@ Reads the guided scenes at the detector's size (<paths.upsampled>), the layouts
 <paths.prepared> and the judge (<paths.judge>, the crop FD's features). Per source and class
 (detection.realism): detector agreement, median box IoU, crop FD, and whether the class passes
 `quality_gate.min_agreement`. Writes <paths.reports>/realism.json (every figure) and
-<paths.pseudo>/gate.json (per source: the failing classes and the images train_yolo leaves out).
+<paths.pseudo>/gate/<source>.json (the failing classes and the images train_yolo leaves out).
 Params: `quality_gate`, `pseudo_label.predict`, `yolo.seeds`, `yolo.train.imgsz`, `gen_metrics`.
 """
 
@@ -22,7 +22,7 @@ from augment.classifier import load_classifier
 from augment.gen_metrics import as_unit_batch, build_extractor, extract, frechet_distance
 from augment.settings import GenMetricsSettings
 from augment.synthetic import read_generated
-from core.io import write_json
+from core.io import atomic_dir, write_json
 from core.params import section
 from detection import realism
 from detection.boxes import read_labels_px
@@ -104,7 +104,9 @@ def _main(argv: list[str] | None) -> None:
                               "gated_out": left_out}
             gate[source] = {"failed": [n for n, ok in passed.items() if ok is False], "gated_out": left_out}
             print(realism.realism_line(source, figures, passed))
-    write_json(paths.pseudo / realism.GATE_FILE, gate)
+    with atomic_dir(paths.pseudo / realism.GATE_DIR) as gate_dir:
+        for source, decision in gate.items():
+            write_json(gate_dir / f"{source}.json", decision)
     write_json(paths.reports / "realism.json", {
         "settings": settings, "predict": labelling.predict, "seeds": yolo.seeds, "extractor": metrics.extractor,
         "real_split": metrics.real_split, "real_crops": {n: len(c) for n, c in zip(names, real_crops)},

@@ -63,7 +63,7 @@ SECTIONS = {"paths": Paths, "launch": Launch, "demo": DemoSettings, "dataset": D
 
 TINY_NET = {"block_out_channels": [16, 32], "attention_resolutions": [8], "attention_head_dim": 16,
             "norm_num_groups": 8}
-TINY_CROPS = {"px": 16, "count": 64}
+TINY_CROPS = {"px": 16, "small_px": None, "count": 64}
 # Every stage runs for real on 16-px images with these, in about a minute on 2 CPU cores. fp32 in
 # every torch stage (FP32): the results must not depend on whether the test machine has bf16.
 FP32 = {"mixed_precision": "no"}

@@ -13,6 +13,7 @@ from PIL import Image
 
 from augment import insert
 from augment.generate import Models
+from augment.patches import CropSettings
 from augment.report import inpaint_section
 from augment.settings import InpaintSettings
 from core.errors import StageError
@@ -32,6 +33,10 @@ from tests.support import (
 )
 
 PX = 8  # window side in the tiny prepared images' 16 px; the tiny models work at 4 px (factor 2)
+
+
+def crops(px: int = PX, small_px: int | None = None) -> CropSettings:
+    return CropSettings(px=px, small_px=small_px, litter_share=0.5, jitter=0.25, min_inside=0.5, count=64, seed=0)
 
 
 def inpaint_settings(**overrides) -> InpaintSettings:
@@ -63,7 +68,7 @@ def test_placement_keeps_holes_off_known_boxes_windows_apart_and_off_same_class_
     cfg = inpaint_settings(placement_tries=30)
     for seed in range(40):
         placed, unplaced = insert.place([(0, 0, 1), (1, 0, 2), (0, 1, 3)], canvas(known, [0, 1]), sizes,
-                                        np.random.default_rng(seed), cfg, PX, "x")
+                                        np.random.default_rng(seed), cfg, crops(), "x")
         assert len(placed) + len(unplaced) == 3
         for ins in placed:
             assert all(disjoint(ins.hole, b) for b in known)
@@ -78,14 +83,14 @@ def test_placement_keeps_holes_off_known_boxes_windows_apart_and_off_same_class_
 
 def test_the_plan_fills_the_quota_on_train_and_clean_canvases_only_and_repeats(tiny_prepared):
     cfg = inpaint_settings(quota={"bottle": 3, "can": 2, "paper": 1}, objects_per_image=2)
-    images, quota = insert.plan(tiny_prepared, cfg, TINY_CLASSES, PX)
+    images, quota = insert.plan(tiny_prepared, cfg, TINY_CLASSES, crops())
     assert quota == {"bottle": 3, "can": 2, "paper": 1} and len(images) == 3
     frame = load_manifest(tiny_prepared)
     allowed = {r.image_id for r in frame.itertuples() if r.split == "train" or (r.split == "tagged" and not r.tags)}
     assert all(image.canvas.image_id in allowed for image in images)
     planned = [ins.cls for image in images for ins in image.insertions] + [c for i in images for c in i.unplaced]
     assert sorted(planned) == [0, 0, 0, 1, 1, 2]
-    again, _ = insert.plan(tiny_prepared, cfg, TINY_CLASSES, PX)
+    again, _ = insert.plan(tiny_prepared, cfg, TINY_CLASSES, crops())
     assert [(i.canvas.image_id, i.insertions) for i in again] == [(i.canvas.image_id, i.insertions) for i in images]
 
 
@@ -103,7 +108,7 @@ def tiny_models() -> Models:
 
 
 def tiny_jobs(tiny_prepared: Path, cfg: InpaintSettings):
-    images, _ = insert.plan(tiny_prepared, cfg, TINY_CLASSES, PX)
+    images, _ = insert.plan(tiny_prepared, cfg, TINY_CLASSES, crops())
     return images, insert.jobs(images, cfg)
 
 
@@ -122,6 +127,26 @@ def test_rendering_changes_only_the_hole_and_does_not_depend_on_the_batch(tiny_p
         assert a.judge_prob == pytest.approx(b.judge_prob, abs=1e-2)
     unguided = insert.render_batch(tiny_models(), cfg, [replace(job, guided=False) for job in guided], rgb)
     assert any((g.window != u.window).any() for g, u in zip(together, unguided))
+
+
+def test_small_objects_get_windows_of_the_small_side_and_render_there_at_the_models_own_size():
+    # the tiny models work at 4 px: a 4-px window is native, an 8-px one is downsampled 2x
+    cfg = inpaint_settings(context_px=0, hole_margin_px=0, change_threshold=0.0, steps=2, jump_length=1,
+                           jump_n_sample=1, guidance_scale=10.0)
+    sizes = {0: np.array([[3.0, 3.0]]), 1: np.array([[6.0, 5.0]])}
+    placed, unplaced = insert.place([(0, 0, 1), (1, 0, 2)], canvas(size=32), sizes, np.random.default_rng(0), cfg,
+                                    crops(px=8, small_px=4), "x")
+    assert not unplaced and [ins.window[2] - ins.window[0] for ins in placed] == [4, 8]
+    assert [ins.window[2] - ins.window[0] for ins in insert.place(
+        [(0, 0, 1)], canvas(size=32), sizes, np.random.default_rng(0), cfg, crops(px=8), "x")[0]] == [8]
+    rgb = {"x": canvas(size=32).rgb}
+    outcomes = insert.render_batch(tiny_models(), cfg, [insert.Job(ins, True) for ins in placed], rgb)
+    for ins, out in zip(placed, outcomes):
+        side = ins.window[2] - ins.window[0]
+        assert out.window.shape == out.before.shape == (side, side, 3)
+        mask = insert.hole_mask(ins)
+        np.testing.assert_array_equal(out.window[~mask], out.before[~mask])
+        assert (out.window[mask] != out.before[mask]).any()
 
 
 def outcome(ins: insert.Insertion, reason, box=None, guided=True, prob=0.9) -> insert.Outcome:
@@ -256,4 +281,4 @@ def test_the_undo_reason_by_hand(box, prob, gain, reason):
 def test_settings_that_leave_no_room_for_an_object_are_an_error(tiny_prepared):
     with pytest.raises(StageError, match=r"inpaint.context_px 3 and hole_margin_px 1 leave no room for an object "
                                          r"in a 8-px window"):
-        insert.plan(tiny_prepared, inpaint_settings(context_px=3), TINY_CLASSES, PX)
+        insert.plan(tiny_prepared, inpaint_settings(context_px=3), TINY_CLASSES, crops())

@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
-from augment.patches import CropSettings, crop_origin, inside_share, load_crop_set, load_training_set
+from augment.patches import CropSettings, crop_origin, inside_share, load_crop_set, load_training_set, window_side
 from augment.train_classifier import ClassifierTrainConfig
 from core.errors import StageError
 from detection.boxes import read_labels_px
-from detection.prepared import load_manifest, read_rgb
+from detection.prepared import load_manifest, read_rgb, resample_rgb
 from tests.support import TINY_CLASSES, TINY_SIZE, settings
 
 
 def crops(**overrides) -> CropSettings:
-    values = {"px": 8, "litter_share": 0.5, "jitter": 0.25, "min_inside": 0.5, "count": 40, "seed": 0}
+    values = {"px": 8, "small_px": None, "litter_share": 0.5, "jitter": 0.25, "min_inside": 0.5, "count": 40, "seed": 0}
     return CropSettings(**{**values, **overrides})
 
 
@@ -82,10 +82,32 @@ def test_crops_are_downsampled_to_the_models_size(tiny_prepared):
 def test_crop_errors_name_the_setting(tiny_prepared):
     with pytest.raises(StageError, match=r"crops.px 32 exceeds image train_000 \(16x16 px\)"):
         load_crop_set(tiny_prepared, ("train",), 8, crops(px=32))
-    with pytest.raises(StageError, match="image_size 16 exceeds crops.px 8"):
+    with pytest.raises(StageError, match=r"crops side 8 must be a multiple of image_size 16 \(crops are only"):
         load_crop_set(tiny_prepared, ("train",), 16, crops())
+    with pytest.raises(StageError, match="crops side 6 must be a multiple of image_size 4"):
+        load_crop_set(tiny_prepared, ("train",), 4, crops(small_px=6))
+    with pytest.raises(ValueError, match=r"small_px: must be null or in \[1, px = 8\), got 8"):
+        crops(small_px=8)
     with pytest.raises(ValueError, match=r"litter_share: must be in \[0, 1\], got 1.5"):
         crops(litter_share=1.5)
+
+
+def test_small_boxes_are_cut_at_the_small_side_and_road_at_both(tiny_prepared):
+    # 5-px boxes fit half of 12: every box-centred crop is 12 px; road crops are 12 or 16 px (the image)
+    frame = load_manifest(tiny_prepared, ("train",)).set_index("image_id")
+    for litter_share, sides in ((1.0, {12}), (0.0, {12, 16})):
+        data = load_crop_set(tiny_prepared, ("train",), 4, crops(px=16, small_px=12, litter_share=litter_share,
+                                                                 jitter=0.0, count=60))
+        seen = set()
+        for crop_id, image in zip(data.image_ids, data.images):
+            image_id, x0, y0 = origin(crop_id)
+            rgb = read_rgb(frame.loc[image_id, "abspath"])
+            side = next(s for s in (12, 16) if x0 + s <= 16 and y0 + s <= 16 and np.array_equal(
+                image.permute(1, 2, 0).numpy(), resample_rgb(rgb[y0:y0 + s, x0:x0 + s], 4)))
+            seen.add(side)
+        assert seen == sides
+    assert window_side(5, 6, crops(px=16, small_px=12)) == 12 and window_side(7, 6, crops(px=16, small_px=12)) == 16
+    assert window_side(1, 6, crops(px=16)) == 16
 
 
 def test_a_section_without_crops_trains_on_whole_images(tiny_prepared):

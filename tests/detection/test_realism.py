@@ -132,15 +132,16 @@ def test_the_variants_leave_out_what_the_gate_names(tmp_path):
     pseudo = tmp_path / "data/pseudo"
     write_pseudo_layout(tmp_path, "inpaint", [[0], [1], [2], [0]])
     params = settings(YoloParams, "yolo", mix={"synthetic_ratio": 10.0})
-    with pytest.raises(StageError, match="gate.json: not found; run the realism stage first"):
+    with pytest.raises(StageError, match="gate/inpaint.json: not found; run the realism stage first"):
         added_images("inpaint", params, pseudo, 4)
-    (pseudo / "gate.json").write_text(json.dumps({"inpaint": {"failed": ["bottle"], "gated_out": ["p000", "p003"]}}))
+    (pseudo / "gate").mkdir()
+    (pseudo / "gate/inpaint.json").write_text(json.dumps({"failed": ["bottle"], "gated_out": ["p000", "p003"]}))
     assert [i.name for i in added_images("inpaint", params, pseudo, 4)] == ["inpaint_p001", "inpaint_p002"]
-    with pytest.raises(StageError, match="gate.json: no list of gated-out images for 'inpaint'"):
-        (pseudo / "gate.json").write_text("{}")
+    with pytest.raises(StageError, match="gate/inpaint.json: no list of gated-out images"):
+        (pseudo / "gate/inpaint.json").write_text("{}")
         gate_left_out(pseudo, "inpaint")
     # the capped sample is drawn from what the gate kept
-    (pseudo / "gate.json").write_text(json.dumps({"inpaint": {"failed": [], "gated_out": ["p000"]}}))
+    (pseudo / "gate/inpaint.json").write_text(json.dumps({"failed": [], "gated_out": ["p000"]}))
     capped = settings(YoloParams, "yolo", mix={"synthetic_ratio": 0.5})
     assert len(added_images("inpaint", capped, pseudo, 4)) == 2
     assert "inpaint_p000" not in {i.name for i in added_images("inpaint", capped, pseudo, 4)}

@@ -55,8 +55,9 @@ def fake_pseudo(root, n):
 def test_variant_mix_caps_pseudo_images_by_ratio_and_seed(tmp_path, tiny_prepared):
     prepared = tiny_prepared  # 8 train, 6 val
     fake_pseudo(tmp_path / "pseudo" / "synthetic", 20)
-    no_gate = {source: {"failed": [], "gated_out": []} for source in ("synthetic", "inpaint", "copypaste")}
-    (tmp_path / "pseudo" / "gate.json").write_text(json.dumps(no_gate))
+    (tmp_path / "pseudo" / "gate").mkdir(parents=True)
+    for source in ("synthetic", "inpaint", "copypaste"):
+        (tmp_path / "pseudo" / "gate" / f"{source}.json").write_text(json.dumps({"failed": [], "gated_out": []}))
     params = settings(YoloParams, "yolo", mix={"synthetic_ratio": 1.5})
     splits = variant_splits("augmented", params, prepared, tmp_path / "pseudo")
     names = [item.name for item in splits["train"]]
@@ -286,7 +287,8 @@ def copy_train_as_pseudo(prepared, pseudo):
 def test_a_variant_trains_the_recorded_budgets_batches_on_the_baselines_schedule(tmp_path, tiny_prepared, monkeypatch,
                                                                                 capsys):
     copy_train_as_pseudo(tiny_prepared, tmp_path / "data" / "pseudo" / "copypaste")  # 8 added: 16 images, 2 batches
-    (tmp_path / "data" / "pseudo" / "gate.json").write_text(json.dumps({"copypaste": {"failed": [], "gated_out": []}}))
+    (tmp_path / "data" / "pseudo" / "gate").mkdir()
+    (tmp_path / "data" / "pseudo" / "gate" / "copypaste.json").write_text(json.dumps({"failed": [], "gated_out": []}))
     (tmp_path / "models" / "yolo" / "baseline").mkdir(parents=True)
     budget = {"epochs": 4, "batches_per_epoch": 1, "batches": 4, "schedule_epochs": 6}  # 4 batches of a 6-batch schedule
     (tmp_path / "models" / "yolo" / "baseline" / "budget.json").write_text(json.dumps(budget))

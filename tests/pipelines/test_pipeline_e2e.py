@@ -134,7 +134,7 @@ def test_every_variant_trains_every_seed_at_the_detector_resolution_and_is_score
 @pytest.mark.slow
 def test_every_synthetic_source_is_judged_by_the_baseline_and_gated(pipeline_copy):
     realism = json.loads((pipeline_copy / "reports/realism.json").read_text())
-    gate = json.loads((pipeline_copy / "data/pseudo/gate.json").read_text())
+    gate = {p.stem: json.loads(p.read_text()) for p in (pipeline_copy / "data/pseudo/gate").glob("*.json")}
     assert set(realism["sources"]) == set(gate) == {"synthetic", "inpaint", "copypaste"}
     names = json.loads((pipeline_copy / "reports/import.json").read_text())["classes"]
     for source, result in realism["sources"].items():

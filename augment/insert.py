@@ -388,7 +388,8 @@ def report(images: Sequence[PlannedImage], outcomes: Sequence[Outcome], quota: d
 
 def examples_grid(outcomes: Sequence[Outcome], path: Path, names: Sequence[str], n: int, scale: int) -> bool:
     """One row per insertion (the first `n` that have a control): the window before, guided (its measured
-    box), unguided control; the row says the class, kept or why undone, and the judge's p. False: none."""
+    box), unguided control; the row says the class, the window's side, kept or why undone, and the judge's
+    p. False: none."""
     controls = {(o.job.insertion.cls, o.job.insertion.k): o for o in outcomes if not o.job.guided}
     shown = [o for o in outcomes if o.job.guided and (o.job.insertion.cls, o.job.insertion.k) in controls][:n]
     if not shown:
@@ -404,7 +405,8 @@ def examples_grid(outcomes: Sequence[Outcome], path: Path, names: Sequence[str],
     for o in shown:
         control = controls[o.job.insertion.cls, o.job.insertion.k]
         rows.append([drawn(o, o.before, False), drawn(o, o.window, True), drawn(control, control.window, True)])
-        titles.append(f"{names[o.job.insertion.cls]}: {'kept' if o.kept else o.reason}, p {o.judge_prob:.2f} "
-                      f"(control {control.judge_prob:.2f})")
+        side = o.job.insertion.window[2] - o.job.insertion.window[0]
+        titles.append(f"{names[o.job.insertion.cls]} ({side} px): {'kept' if o.kept else o.reason}, "
+                      f"p {o.judge_prob:.2f} (control {control.judge_prob:.2f})")
     image_grid(path, rows, titles, ["before", "guided", "unguided"], names)
     return True

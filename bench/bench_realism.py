@@ -13,9 +13,10 @@ per class, as stage realism measures them (detection.realism):
    `largest` (the stage's rule: largest 8-connected component of pixels that moved more than
    `inpaint.change_threshold`), `union` (every such component), `off-road <t>` (those pixels that
    also differ by more than t levels from the median colour of the unchanged road around them).
-2. The upsampler on the inserted pixels: each 64-px window is area-downsampled to the upsampler's
-   input, brought up by it (`upsample.steps` DDIM steps), area-downsampled back to 64 px, and only
-   the changed pixels replace the composed image's; agreement before and after on the same objects.
+2. The upsampler on the inserted pixels: each window (`patch_unet.crops.px`) is area-downsampled to
+   half, brought up by the upsampler's factor (`upsample.steps` DDIM steps), area-downsampled back
+   to the window, and only the changed pixels replace the composed image's; agreement before and
+   after on the same objects.
 
 Runs from the repo root (or --root); time it alone on the machine.
 """
@@ -34,10 +35,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from augment.patches import crop_origin  # noqa: E402
+from augment.patches import CropSettings, crop_origin  # noqa: E402
 from augment.settings import InpaintSettings, UpsampleSettings  # noqa: E402
 from augment.upsampler import Upsampler, upsample_images  # noqa: E402
-from core.params import read_params, section  # noqa: E402
+from core.params import from_dict, read_params, section  # noqa: E402
 from core.tables import markdown_table  # noqa: E402
 from detection import realism  # noqa: E402
 from detection.prepared import class_names, read_rgb, resample_rgb  # noqa: E402
@@ -45,7 +46,6 @@ from detection.pseudo_label import PseudoLabelSettings  # noqa: E402
 from detection.yolo import YoloParams, load_model, predict, seed_dir  # noqa: E402
 from pipelines.stage import Paths  # noqa: E402
 
-WINDOW = 64
 GROW = 10  # px around an inserted box searched for its changed pixels
 
 
@@ -75,20 +75,20 @@ def box_rules(canvas: np.ndarray, composed: np.ndarray, box, threshold: float) -
 
 
 def upsampled_insertions(composed: np.ndarray, canvas: np.ndarray, boxes, upsampler: Upsampler, steps: int,
-                         seed: int) -> np.ndarray:
-    """The composed image with each inserted window's changed pixels brought through the upsampler."""
+                         seed: int, px: int) -> np.ndarray:
+    """The composed image with each inserted px-window's changed pixels brought through the upsampler."""
     out = composed.copy()
     changed = np.abs(composed.astype(int) - canvas.astype(int)).max(-1) > 0
     size = composed.shape[0]
-    low_px = 2 * WINDOW // upsampler.factor  # brought up to twice the window, area-downsampled back
+    low_px = px // 2  # the patch models' view of the window; the upsampler brings it above px
     for box in boxes:
-        x0 = crop_origin((box[0] + box[2]) / 2, WINDOW, size)
-        y0 = crop_origin((box[1] + box[3]) / 2, WINDOW, size)
-        window = composed[y0:y0 + WINDOW, x0:x0 + WINDOW]
+        x0 = crop_origin((box[0] + box[2]) / 2, px, size)
+        y0 = crop_origin((box[1] + box[3]) / 2, px, size)
+        window = composed[y0:y0 + px, x0:x0 + px]
         high = upsample_images(upsampler, [resample_rgb(window, low_px)], [seed + x0 * size + y0], steps, 1)[0]
-        back = resample_rgb(high, WINDOW)
-        hole = changed[y0:y0 + WINDOW, x0:x0 + WINDOW, None]
-        out[y0:y0 + WINDOW, x0:x0 + WINDOW] = np.where(hole, back, window)
+        back = resample_rgb(high, px)
+        hole = changed[y0:y0 + px, x0:x0 + px, None]
+        out[y0:y0 + px, x0:x0 + px] = np.where(hole, back, window)
     return out
 
 
@@ -124,6 +124,10 @@ def main(argv: list[str] | None = None) -> None:
         name = Path(row.path).stem
         composed[name], canvases[name] = read_rgb(layout / row.path), read_rgb(row.source_path)
     objects = realism.layout_objects(layout, "n_inserted", "inpaint")
+    if not objects:
+        print(f"{layout}: no insertion to measure")
+        return
+    px = from_dict(CropSettings, params["patch_unet"]["crops"], "params.yaml: patch_unet.crops").px
     rows = []
     for rule in box_rules(canvases[objects[0].name], composed[objects[0].name], objects[0].xyxy, threshold):
         measured = [realism.SyntheticObject(o.image, o.name, o.cls,
@@ -136,18 +140,18 @@ def main(argv: list[str] | None = None) -> None:
     for o in objects:
         by_image.setdefault(o.name, []).append(o.xyxy)
     sharpened = {k: upsampled_insertions(composed[k], canvases[k], by_image.get(k, []), upsampler, steps,
-                                         zlib.crc32(k.encode())) for k in composed}
+                                         zlib.crc32(k.encode()), px) for k in composed}
     rows.append({"variant": "upsampler on the windows", **summary(agreement_table(
         objects, sharpened, models, labelling.predict, yolo.train.imgsz, names, gate.iou))})
     print(markdown_table(pd.DataFrame(rows)))
 
 
 def summary(table: dict) -> dict:
-    """One row: overall agreement, then agreement / box IoU per class."""
+    """One row: overall agreement, then agreement / median box IoU per class."""
     row = {"objects": table["all"]["objects"], "agreement": table["all"]["agreement"]}
     for name, f in table.items():
         if name != "all" and f["objects"]:
-            row[name] = f"{f['agreement']:.2f} / {f['box_iou'] if f['box_iou'] is not None else 'n/a'}"
+            row[name] = f"{f['agreement']:.2f} / " + (f"{f['box_iou']:.2f}" if f["box_iou"] is not None else "n/a")
     return row
 
 

@@ -38,7 +38,7 @@ from pipelines.profile import profile_path  # noqa: E402
 ORDER = ("demo_data", "import", "train_unet", "train_classifier", "train_judge", "train_upsampler",
          "train_patch_unet", "train_patch_classifier", "train_patch_judge",
          "train_yolo@baseline", "generate", "gen_metrics", "sweep@*", "sweep_plot", "upsample", "pseudo_label",
-         "pseudo_label_tagged", "copypaste", "inpaint",
+         "pseudo_label_tagged", "inpaint", "copypaste", "realism",
          "train_yolo@augmented", "train_yolo@selftrain", "train_yolo@copypaste", "train_yolo@inpaint", "evaluate")
 REPORT_SUFFIXES = (".json", ".csv", ".md")
 

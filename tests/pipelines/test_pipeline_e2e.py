@@ -16,7 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.support import REPO, TINY, tiny_params
+from tests.support import REPO, TINY, load_bench, tiny_params
 
 COPIED = ("dvc.yaml", "params.yaml", "core", "augment", "detection", "pipelines")
 
@@ -146,6 +146,19 @@ def test_every_synthetic_source_is_judged_by_the_baseline_and_gated(pipeline_cop
         assert gate[source] == {"failed": [], "gated_out": []}
     report = (pipeline_copy / "reports/report.md").read_text()
     assert "Judged by the detector" in report and "| insertions | inpaint |" in report
+
+
+@pytest.mark.slow
+def test_bench_realism_measures_the_runs_insertions(pipeline_copy, capsys, monkeypatch):
+    monkeypatch.chdir(pipeline_copy)  # the bench changes into --root; this puts the test's folder back after
+    load_bench("bench_realism").main(["--root", str(pipeline_copy)])
+    out = capsys.readouterr().out
+    kept = json.loads((pipeline_copy / "reports/inpaint.json").read_text())["overall"]["kept"]
+    if not kept:
+        assert out.endswith("no insertion to measure\n")
+        return
+    rows = [line for line in out.splitlines() if line.startswith("| box: ") or line.startswith("| upsampler")]
+    assert len(rows) == 6 and all(f"| {kept} |" in row for row in rows)
 
 
 @pytest.mark.slow

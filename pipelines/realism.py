@@ -19,14 +19,13 @@ import numpy as np
 import torch
 
 from augment.classifier import load_classifier
-from augment.gen_metrics import as_unit_batch, build_extractor, extract, frechet_distance
+from augment.gen_metrics import build_extractor, object_crops, per_class_fd, split_boxes
 from augment.settings import GenMetricsSettings
 from augment.synthetic import read_generated
 from core.io import atomic_dir, write_json
 from core.params import section
 from detection import realism
-from detection.boxes import read_labels_px
-from detection.prepared import class_names, load_manifest, read_rgb
+from detection.prepared import class_names, read_rgb
 from detection.pseudo_label import PseudoLabelSettings
 from detection.yolo import YoloParams, load_model, predict, seed_dir
 from pipelines.stage import run_stage, stage_args
@@ -45,28 +44,6 @@ def detector_ious(objects: Sequence[realism.SyntheticObject], weights: Sequence,
     return out
 
 
-def crops_by_class(boxes: Sequence[tuple], n_classes: int, px: int) -> list[list[np.ndarray]]:
-    """Per class, the `realism.object_crop` of each (image path, xyxy, cls)."""
-    out: list[list[np.ndarray]] = [[] for _ in range(n_classes)]
-    cache: dict = {}
-    for path, xyxy, c in boxes:
-        rgb = cache.setdefault(path, read_rgb(path))
-        out[c].append(realism.object_crop(rgb, xyxy, px))
-    return out
-
-
-def crop_fds(real: list[list[np.ndarray]], fake: list[list[np.ndarray]], extractor, batch_size: int) -> list:
-    """Per class, FD between real and synthetic crop features (None with fewer than 2 on a side)."""
-    out = []
-    for real_c, fake_c in zip(real, fake):
-        if min(len(real_c), len(fake_c)) < 2:
-            out.append(None)
-            continue
-        features = [extract(extractor, as_unit_batch(c), batch_size) for c in (real_c, fake_c)]
-        out.append(round(frechet_distance(*features), 4))
-    return out
-
-
 def _main(argv: list[str] | None) -> None:
     _, params, paths = stage_args(__doc__, argv)
     settings = section(realism.QualityGateSettings, "quality_gate", params)
@@ -78,12 +55,7 @@ def _main(argv: list[str] | None) -> None:
     judge = load_classifier(paths.judge)
     extractor = build_extractor(metrics, judge)
     px = judge.config.image_size
-    real_boxes = []
-    for row in load_manifest(paths.prepared, (metrics.real_split,)).itertuples():
-        height, width = read_rgb(row.abspath).shape[:2]
-        xyxy, cls = read_labels_px(row.abspath, width, height)
-        real_boxes += [(row.abspath, box, c) for box, c in zip(xyxy, cls.tolist())]
-    real_crops = crops_by_class(real_boxes, len(names), px)
+    real_crops = object_crops(split_boxes(paths.prepared, metrics.real_split), len(names), px)
     layouts = {folder: realism.layout_objects(paths.pseudo / folder, column, made_by)
                for folder, (_, column, made_by) in realism.SOURCES.items()}
     sources = {**layouts, "synthetic": realism.scene_objects(read_generated(paths.upsampled, names), names)}
@@ -94,7 +66,7 @@ def _main(argv: list[str] | None) -> None:
             figures = realism.class_figures(objects, detector_ious(objects, weights, labelling, yolo.train.imgsz),
                                             names, settings.iou)
             boxed = [(o.image, o.xyxy, o.cls) for o in layouts[source]]
-            fds = crop_fds(real_crops, crops_by_class(boxed, len(names), px), extractor, metrics.batch_size)
+            fds = per_class_fd(real_crops, object_crops(boxed, len(names), px), extractor, metrics.batch_size)
             passed = realism.gate(figures, settings.min_agreement)
             for name, fd in zip(names, fds):
                 figures[name].update(crop_fd=fd, passed=passed[name])

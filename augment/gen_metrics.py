@@ -48,9 +48,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from augment.settings import GenMetricsSettings
 from augment.synthetic import HIT_THRESHOLD
 from core.errors import StageError
-from detection.boxes import read_labels_px
-from detection.prepared import load_manifest, read_rgb
-from detection.realism import object_crop
+from detection.prepared import read_rgb
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 SMALL_N_NOTE = ("FD is biased upward at small n (a few hundred 32-px images or fewer): compare FD/KID/"
@@ -183,26 +181,6 @@ def inception_style_score(probs: torch.Tensor, eps: float = 1e-12) -> float:
     p_y = p_yx.mean(dim=0, keepdim=True)
     kl = (p_yx * (p_yx.log() - p_y.log())).sum(dim=1)
     return float(kl.mean().exp())
-
-
-def split_boxes(prepared: Path | str, split: str) -> list[tuple[str, np.ndarray, int]]:
-    """(image path, xyxy px, class) of every box of a boxed split of `prepared`, in manifest order."""
-    boxes = []
-    for row in load_manifest(prepared, (split,)).itertuples():
-        height, width = read_rgb(row.abspath).shape[:2]
-        xyxy, cls = read_labels_px(row.abspath, width, height)
-        boxes += [(row.abspath, box, c) for box, c in zip(xyxy, cls.tolist())]
-    return boxes
-
-
-def object_crops(boxes: Sequence[tuple], n_classes: int, px: int) -> list[list[np.ndarray]]:
-    """Per class, the square crop around each (image path, xyxy, cls) at px x px (`detection.realism.object_crop`)."""
-    out: list[list[np.ndarray]] = [[] for _ in range(n_classes)]
-    cache: dict = {}
-    for path, xyxy, c in boxes:
-        rgb = cache.setdefault(path, read_rgb(path))
-        out[c].append(object_crop(rgb, xyxy, px))
-    return out
 
 
 def per_class_fd(real: list[list[np.ndarray]], fake: list[list[np.ndarray]], extractor: nn.Module,

@@ -38,11 +38,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
+import torchvision
 
 from core.errors import StageError
 from core.tables import read_table
 from detection.boxes import Detections, read_labels_px
-from detection.prepared import read_rgb, resample_rgb
+from detection.prepared import load_manifest, read_rgb, resample_rgb
 
 # source folder under paths.pseudo -> (variant it feeds, manifest column counting its synthetic label lines
 # (None: every line), the stage that writes it).
@@ -103,17 +105,11 @@ def layout_objects(layout: Path, count_column: str | None, made_by: str) -> list
 # ---- what the detector makes of them
 
 def box_ious(box: Sequence[float], others: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box with each row of others [n, 4]."""
+    """IoU of one xyxy box with each row of others [n, 4] (torchvision's, in float64)."""
     if not len(others):
         return np.zeros(0)
-    x0 = np.maximum(box[0], others[:, 0])
-    y0 = np.maximum(box[1], others[:, 1])
-    x1 = np.minimum(box[2], others[:, 2])
-    y1 = np.minimum(box[3], others[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9)
+    one = torch.as_tensor([list(box)], dtype=torch.float64)
+    return torchvision.ops.box_iou(one, torch.as_tensor(np.asarray(others), dtype=torch.float64))[0].numpy()
 
 
 def best_iou(obj: SyntheticObject, detections: Detections) -> float:
@@ -169,6 +165,25 @@ def gate_left_out(pseudo_root: Path | str, source: str) -> set[str]:
 
 
 # ---- crops for the per-class FD
+
+def split_boxes(prepared: Path | str, split: str) -> list[tuple[str, np.ndarray, int]]:
+    """(image path, xyxy px, class) of every box of a boxed split of `prepared`, in manifest order."""
+    boxes = []
+    for row in load_manifest(prepared, (split,)).itertuples():
+        xyxy, cls = read_labels_px(row.abspath, row.width, row.height)
+        boxes += [(row.abspath, box, c) for box, c in zip(xyxy, cls.tolist())]
+    return boxes
+
+
+def object_crops(boxes: Sequence[tuple], n_classes: int, px: int) -> list[list[np.ndarray]]:
+    """Per class, `object_crop` at px x px of each (image path, xyxy, cls), every image read once."""
+    out: list[list[np.ndarray]] = [[] for _ in range(n_classes)]
+    images: dict = {}
+    for path, xyxy, c in boxes:
+        if path not in images:
+            images[path] = read_rgb(path)
+        out[c].append(object_crop(images[path], xyxy, px))
+    return out
 
 def object_crop(rgb: np.ndarray, xyxy: Sequence[float], px: int) -> np.ndarray:
     """uint8 [px, px, 3]: the square of side max(w, h) centred on the box (moved inside the image, at most

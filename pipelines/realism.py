@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from augment.classifier import load_classifier
-from augment.gen_metrics import build_extractor, object_crops, per_class_fd, split_boxes
+from augment.gen_metrics import build_extractor, per_class_fd
 from augment.settings import GenMetricsSettings
 from augment.synthetic import read_generated
 from core.io import atomic_dir, write_json
@@ -31,15 +31,15 @@ from detection.yolo import YoloParams, load_model, predict, seed_dir
 from pipelines.stage import run_stage, stage_args
 
 
-def detector_ious(objects: Sequence[realism.SyntheticObject], weights: Sequence, settings: PseudoLabelSettings,
+def detector_ious(objects: Sequence[realism.SyntheticObject], models: Sequence, settings: PseudoLabelSettings,
                   imgsz: int) -> np.ndarray:
-    """[seeds, objects]: each object's `realism.best_iou` under each baseline seed."""
+    """[seeds, objects]: each object's `realism.best_iou` under each baseline seed's model."""
     paths = sorted({o.image for o in objects})
     images = [read_rgb(p) for p in paths]
     index = {p: i for i, p in enumerate(paths)}
-    out = np.zeros((len(weights), len(objects)))
-    for s, w in enumerate(weights):
-        detections = predict(load_model(w), images, settings.predict, imgsz) if images else []
+    out = np.zeros((len(models), len(objects)))
+    for s, model in enumerate(models):
+        detections = predict(model, images, settings.predict, imgsz) if images else []
         out[s] = [realism.best_iou(o, detections[index[o.image]]) for o in objects]
     return out
 
@@ -51,11 +51,11 @@ def _main(argv: list[str] | None) -> None:
     yolo = section(YoloParams, "yolo", params)
     metrics = section(GenMetricsSettings, "gen_metrics", params)
     names = class_names(paths.prepared)
-    weights = [seed_dir(paths.yolo / "baseline", s) / "best.pt" for s in yolo.seeds]
+    models = [load_model(seed_dir(paths.yolo / "baseline", s) / "best.pt") for s in yolo.seeds]
     judge = load_classifier(paths.judge)
     extractor = build_extractor(metrics, judge)
     px = judge.config.image_size
-    real_crops = object_crops(split_boxes(paths.prepared, metrics.real_split), len(names), px)
+    real_crops = realism.object_crops(realism.split_boxes(paths.prepared, metrics.real_split), len(names), px)
     layouts = {folder: realism.layout_objects(paths.pseudo / folder, column, made_by)
                for folder, (_, column, made_by) in realism.SOURCES.items()}
     sources = {**layouts, "synthetic": realism.scene_objects(read_generated(paths.upsampled, names), names)}
@@ -63,10 +63,10 @@ def _main(argv: list[str] | None) -> None:
     with torch.inference_mode():
         for source in realism.SOURCES:
             objects = sources[source]
-            figures = realism.class_figures(objects, detector_ious(objects, weights, labelling, yolo.train.imgsz),
+            figures = realism.class_figures(objects, detector_ious(objects, models, labelling, yolo.train.imgsz),
                                             names, settings.iou)
             boxed = [(o.image, o.xyxy, o.cls) for o in layouts[source]]
-            fds = per_class_fd(real_crops, object_crops(boxed, len(names), px), extractor, metrics.batch_size)
+            fds = per_class_fd(real_crops, realism.object_crops(boxed, len(names), px), extractor, metrics.batch_size)
             passed = realism.gate(figures, settings.min_agreement)
             for name, fd in zip(names, fds):
                 figures[name].update(crop_fd=fd, passed=passed[name])

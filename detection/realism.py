@@ -38,8 +38,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
-import torchvision
 
 from core.errors import StageError
 from core.tables import read_table
@@ -106,6 +104,10 @@ def layout_objects(layout: Path, count_column: str | None, made_by: str) -> list
 
 def box_ious(box: Sequence[float], others: np.ndarray) -> np.ndarray:
     """IoU of one xyxy box with each row of others [n, 4] (torchvision's, in float64)."""
+    # train_yolo reads the gate through this module and must not load torch before its thread count is set.
+    import torch
+    import torchvision
+
     if not len(others):
         return np.zeros(0)
     one = torch.as_tensor([list(box)], dtype=torch.float64)

@@ -25,6 +25,20 @@ PARAMS_FILE = Path("params.yaml")
 FREE_FORM_KEYS = ("quota", "class_map", "class_frequency", "extra")
 T = TypeVar("T")
 
+# Values params.yaml states in several sections: it has no YAML anchors, so that `dvc exp run -S` can set
+# any key alone. (condition, keys): where the condition key is true (None: always), the keys hold one value.
+MUST_AGREE: tuple[tuple[str | None, tuple[str, ...]], ...] = (
+    (None, ("unet.image_size", "classifier.image_size", "judge.image_size", "upsampler.low_res")),
+    (None, ("dataset.image_size", "upsampler.image_size")),
+    (None, ("patch_unet.image_size", "patch_classifier.image_size", "patch_judge.image_size")),
+    (None, ("patch_unet.crops.px", "patch_classifier.crops.px", "patch_judge.crops.px")),
+    (None, ("patch_unet.crops.small_px", "patch_classifier.crops.small_px", "patch_judge.crops.small_px")),
+    ("classifier.init_from_unet", ("unet.model", "classifier.model")),
+    ("patch_unet.init_from_unet", ("unet.model", "patch_unet.model")),
+    ("patch_unet.init_from_unet", ("unet.image_size", "patch_unet.image_size")),
+    ("patch_classifier.init_from_unet", ("patch_unet.model", "patch_classifier.model")),
+)
+
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """`base` with `overrides` merged in key by key (free-form mappings replaced whole); a new dict."""
@@ -49,6 +63,48 @@ def read_params(path: Path | str = PARAMS_FILE, what: str = "params file") -> di
     if not isinstance(params, dict):
         raise StageError(f"{path}: expected a mapping of sections at the top level")
     return params
+
+
+MISSING = object()
+
+
+def dotted(params: dict[str, Any], key: str) -> Any:
+    """params["a"]["b"] for "a.b", or MISSING."""
+    value: Any = params
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return MISSING
+        value = value[part]
+    return value
+
+
+def check_agreement(params: dict[str, Any]) -> None:
+    """Every MUST_AGREE group holds one value; the first that does not is one line naming its keys.
+
+    A missing key is left to the section that reads it, which names it.
+    """
+    for condition, keys in MUST_AGREE:
+        if condition is not None and dotted(params, condition) is not True:
+            continue
+        first, *others = keys
+        for key in others:
+            difference = first_difference(params, key, first)
+            if difference is not None:
+                why = f" ({condition} is true)" if condition else ""
+                key, value, first_key, expected = difference
+                raise StageError(f"params.yaml: {key}: {value!r} must equal {first_key}, {expected!r}{why}")
+
+
+def first_difference(params: dict[str, Any], key: str, other: str) -> tuple[str, Any, str, Any] | None:
+    """The first (key, value, other key, its value) where two settings differ, down into mappings."""
+    value, expected = dotted(params, key), dotted(params, other)
+    if MISSING in (value, expected) or value == expected:
+        return None
+    if isinstance(value, dict) and isinstance(expected, dict):
+        for sub in list(expected) + [k for k in value if k not in expected]:
+            if value.get(sub, MISSING) != expected.get(sub, MISSING):
+                return f"{key}.{sub}", value.get(sub), f"{other}.{sub}", expected.get(sub)
+    return key, value, other, expected
 
 
 def section(cls: type[T], name: str, params: dict[str, Any] | None = None) -> T:

@@ -2,10 +2,11 @@
 [--set section.key=value ...] [--params params.yaml] [--out FILE]`.
 
 A profile is a name of pipelines/profiles/ (`one_gpu`, `gpu_check`) or a YAML file of the params.yaml
-keys it changes (`core.profiles` says how anchors and unknown keys are treated); `--set` changes
-one key (the value read as YAML), after the profiles, in order. The result is written to `--out`
-(default: the `--params` file itself) with params.yaml's comments, layout and anchors kept.
-`dvc exp run -S` cannot do this: it drops anchors and writes the change to one copy only.
+keys it changes (`core.profiles` says how shared values and unknown keys are treated); `--set`
+changes one key (the value read as YAML), after the profiles, in order. The result is written to
+`--out` (default: the `--params` file itself) with params.yaml's comments and layout kept. For one
+key, `dvc exp run -S section.key=value` does the same as an experiment; a profile changes many keys
+at once and checks that the sections which must agree still do.
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ TINY_DETECTION = {
 
 
 def repo_params() -> dict[str, Any]:
-    """The repository's params.yaml (YAML merge keys resolved)."""
+    """The repository's params.yaml."""
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 

@@ -1,4 +1,4 @@
-"""pipelines.profile: settings profiles applied to params.yaml, its comments and anchors kept."""
+"""pipelines.profile: settings profiles applied to params.yaml, its comments and layout kept."""
 
 from __future__ import annotations
 
@@ -30,27 +30,36 @@ def test_every_shipped_profile_gives_settings_every_stage_accepts(names):
     check_arch(unet.model, unet.image_size, "unet")
 
 
-def test_the_one_gpu_profile_follows_the_seed_and_the_anchors_carry_it_to_the_classifier_and_judge():
+def test_the_one_gpu_profile_follows_the_seed_and_states_shared_values_in_every_section():
     text = profile.profiled_params(PARAMS_TEXT, [profile.load_profile(profile.profile_path("one_gpu"))])
     params = yaml.safe_load(text)
     assert (params["dataset"]["image_size"], params["yolo"]["train"]["imgsz"]) == (256, 256)
-    assert params["unet"]["image_size"] == params["classifier"]["image_size"] == params["judge"]["image_size"] == 64
+    assert (params["upsampler"]["image_size"], params["upsampler"]["low_res"]) == (256, 64)
+    for name in ("unet", "classifier", "judge", "patch_unet", "patch_classifier", "patch_judge"):
+        assert params[name]["image_size"] == 64, name
     assert params["unet"]["model"]["block_out_channels"] == [128, 256, 256, 512]
-    assert params["classifier"]["model"] == params["unet"]["model"]
-    assert params["judge"]["model"] == {**params["unet"]["model"], "dropout": 0.1}
+    for name in ("classifier", "patch_unet", "patch_classifier"):
+        assert params[name]["model"] == params["unet"]["model"], name
+    assert params["judge"]["model"] == params["patch_judge"]["model"] == {**params["unet"]["model"], "dropout": 0.1}
     assert params["unet"]["mixed_precision"] == "bf16" and params["yolo"]["train"]["amp"] == "bf16"
+    assert params["patch_unet"]["max_steps"] == 300 and params["patch_unet"]["lr"] == params["unet"]["lr"]
     assert params["yolo"]["train"]["extra"] == {"nbs": 64}  # a free-form mapping is replaced whole (mosaic back on)
     assert params["yolo"]["budget"]["max_epochs"] == 300 and params["split"]["test"] == 0.15
-    assert "image_size: &generative_px 64  # the generative resolution" in text
-    assert "  model: *arch                # must equal unet.model for init_from_unet" in text
+    assert re.search(r"^  image_size: 64 +# the generative resolution", text, re.MULTILINE)
+    assert "&" not in text.replace("&&", "") and "<<:" not in text and "*" not in text.split("#")[0]
     assert params["launch"] == yaml.safe_load(PARAMS_TEXT)["launch"]  # where it runs is the launcher's business
+
+
+def test_a_profile_that_leaves_sections_disagreeing_is_one_line_naming_the_key():
+    with pytest.raises(StageError, match=r"^params.yaml: classifier.image_size: 32 must equal unet.image_size, 64$"):
+        profile.profiled_params(PARAMS_TEXT, [{"unet": {"image_size": 64}}])
 
 
 def test_set_overrides_come_after_the_profiles_and_parse_as_yaml():
     overrides = [{"unet": {"max_steps": 7}}, profile.parse_set("unet.max_steps=9"), profile.parse_set("yolo.seeds=[4, 5]")]
     params = yaml.safe_load(profile.profiled_params(PARAMS_TEXT, overrides))
     assert params["unet"]["max_steps"] == 9 and params["yolo"]["seeds"] == [4, 5]
-    assert re.search(r"^  seeds: \[4, 5\] +# every variant trains once per seed", profile.profiled_params(
+    assert re.search(r"^  seeds: +# every variant trains once per seed.*\n  - 4\n  - 5\n", profile.profiled_params(
         PARAMS_TEXT, overrides), re.MULTILINE)
 
 

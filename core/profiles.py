@@ -21,7 +21,6 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from core.errors import StageError
 from core.params import FREE_FORM_KEYS, check_agreement, read_params
 
-
 # Words YAML 1.1 (PyYAML, which reads params.yaml) takes for booleans; ruamel writes YAML 1.2, where
 # they are strings, so a string such as `mixed_precision: "no"` must be written quoted.
 YAML11_BOOLEANS = {form for word in ("y", "yes", "n", "no", "true", "false", "on", "off")

@@ -128,12 +128,11 @@ def key_figures(work: Path) -> list[str]:
         overall = generation["overall"]
         lines.append(f"- guidance: judge hit rate {overall['guided_paired']['hit_rate']:.3f} guided vs "
                      f"{overall['control']['hit_rate']:.3f} same-seed controls")
-    metrics = read_json(work / "reports" / "metrics.json")
-    if metrics:
-        for variant, figures in metrics.items():
-            if isinstance(figures, dict) and "mAP50" in figures and not variant.startswith("delta"):
-                lines.append(f"- {variant}: test mAP50 {figures['mAP50']:.3f}, precision {figures['precision']:.3f}, "
-                             f"recall {figures['recall']:.3f}")
+    for path in sorted((work / "metrics").glob("*.json")):
+        figures = read_json(path)
+        if figures and "mAP50" in figures:
+            lines.append(f"- {path.stem}: test mAP50 {figures['mAP50']:.3f}, precision {figures['precision']:.3f}, "
+                         f"recall {figures['recall']:.3f}")
     return lines
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from core.errors import StageError
 from core.params import check_at_least
+from core.tables import read_table
 from detection.boxes import Detections, read_labels_px
 from detection.budget import BUDGET_FILE, read_budget
 from detection.metrics import (
@@ -167,11 +168,28 @@ def finite(x: float, digits: int | None = None) -> float | None:
     return float(x) if digits is None else round(float(x), digits)
 
 
-def metrics_json(ev: Evaluation, void: dict[str, str], digits: int = 4) -> dict[str, Any]:
-    """`reports/metrics.json`, the stage's DVC metric, kept small for `dvc metrics show / diff`:
-    per variant the seed means and each seed's mAP50; per other variant the mAP50 and mAP50-95
-    deltas with interval and resolved flag; per class the seed-mean AP50 of every variant; `void`:
-    a flag for the reference and for each other variant, true where `void_comparisons` gave a reason."""
+def variant_metrics(ev: Evaluation, digits: int = 4) -> dict[str, dict[str, float | None]]:
+    """The DVC metrics, one small record per variant (`<paths.metrics>/<variant>.json`, one row of
+    `dvc metrics show`): the seed means of precision, recall, mAP50 and mAP50-95, and for every
+    variant but the reference its mAP50 delta with the bootstrap interval."""
+    out: dict[str, dict[str, float | None]] = {}
+    ap50 = METRICS.index("mAP50")
+    for v in ev.summaries:
+        mean = ev.spread(v)["mean"]
+        out[v] = {m: finite(mean[k, -1], digits) for k, m in enumerate(METRICS)}
+        if v in ev.deltas:
+            d = ev.deltas[v]
+            out[v].update({"mAP50_delta": finite(d.delta[ap50, -1], digits),
+                           "mAP50_delta_low": finite(d.ci_low[ap50, -1], digits),
+                           "mAP50_delta_high": finite(d.ci_high[ap50, -1], digits)})
+    return out
+
+
+def summary_json(ev: Evaluation, void: dict[str, str], digits: int = 4) -> dict[str, Any]:
+    """`reports/summary.json`: per variant the seed means and each seed's mAP50; per other variant
+    the mAP50 and mAP50-95 deltas with interval and resolved flag; per class the seed-mean AP50 of
+    every variant; `void`: a flag for the reference and for each other variant, true where
+    `void_comparisons` gave a reason; the detector budget."""
     out: dict[str, Any] = {"test_images": len(ev.images), "seeds": len(ev.seeds),
                            "void": {name: name in void for name in ("reference", *ev.deltas)}}
     if ev.budget:
@@ -234,16 +252,34 @@ def per_class_frame(ev: Evaluation) -> pd.DataFrame:
 
 
 def write_pr_curves(ev: Evaluation, out_dir: Path, points: int = 101) -> None:
-    """`out_dir/<variant>/<class>.csv` with columns recall, precision (IoU 0.5, pooled over seeds), for DVC plots."""
+    """`out_dir/<class>.csv`: recall, then each variant's precision at it (IoU 0.5, pooled over seeds;
+    empty where a class has no curve), so that a DVC plot overlays the variants, one chart per class."""
     grid = np.linspace(0, 1, points)
-    for variant, s in ev.pooled.items():
-        (out_dir / variant).mkdir(parents=True, exist_ok=True)
-        for c, name in enumerate(ev.names):
-            if not np.isfinite(s.pr_curves[c]).all():
-                continue
-            precision = np.interp(grid, s.recall_grid, s.pr_curves[c])
-            pd.DataFrame({"recall": grid.round(4), "precision": precision.round(5)}).to_csv(
-                out_dir / variant / f"{name}.csv", index=False)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for c, name in enumerate(ev.names):
+        columns = {"recall": grid.round(4)}
+        for variant, s in ev.pooled.items():
+            curve = s.pr_curves[c]
+            columns[variant] = (np.interp(grid, s.recall_grid, curve).round(5) if np.isfinite(curve).all()
+                                else np.full(points, np.nan))
+        pd.DataFrame(columns).to_csv(out_dir / f"{name}.csv", index=False)
+
+
+LOSS_COLUMNS = ("train/box_loss", "train/cls_loss", "train/dfl_loss")
+
+
+def write_training_loss(ev: Evaluation, models: Path | str, out_dir: Path) -> None:
+    """`out_dir/<variant>.csv`: batches trained, then YOLO's three training losses and their sum, the
+    mean over seeds at each epoch (ultralytics' results.csv), on one batch axis for every variant."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for variant, record in ev.training.items():
+        per_seed = [read_table(seed_dir(Path(models) / variant, s) / "results.csv", ("epoch", *LOSS_COLUMNS),
+                               made_by="train_yolo") for s in ev.seeds]
+        frame = pd.concat(per_seed).groupby("epoch", as_index=False)[list(LOSS_COLUMNS)].mean()
+        frame.columns = ["epoch", *(c.split("/")[1] for c in LOSS_COLUMNS)]
+        frame.insert(0, "batches", frame["epoch"] * (record["batches"] // max(1, record["epochs"])))
+        frame["loss"] = frame[["box_loss", "cls_loss", "dfl_loss"]].sum(axis=1)
+        frame.round(5).to_csv(out_dir / f"{variant}.csv", index=False)
 
 
 def variants_present(variants: Sequence[str], seeds: Sequence[int], models: Path | str) -> None:

@@ -28,7 +28,7 @@ from typing import Any, Collection, Sequence
 import numpy as np
 import yaml
 
-from core.errors import StageError
+from core.errors import StageError, warn
 from core.params import check_at_least
 from detection.boxes import Detections
 from detection.budget import BudgetSettings
@@ -193,8 +193,7 @@ def pseudo_split(pseudo_dir: Path | str, ratio: float, n_real: int, seed: int,
         raise StageError(f"{pseudo_dir}/manifest.csv: not found; run the pseudo-label stage first")
     images = [p for p in sorted((pseudo_dir / "images").glob("*.png")) if p.stem not in left_out]
     if not images:  # a weak baseline may keep nothing: train on the real images, say so
-        print(f"warning: {pseudo_dir}: no pseudo-labelled images kept; training on real images only",
-              file=sys.stderr)
+        warn(str(pseudo_dir), "no pseudo-labelled images kept; training on real images only")
     if ratio * n_real < len(images):
         cap = int(round(ratio * n_real))
         images = sorted(random.Random(seed).sample(images, cap))

@@ -3,19 +3,23 @@
 
 Training data reach ultralytics as a throw-away YOLO layout (`detection.yolo.write_dataset_view`);
 each run's files are copied out without what differs between identical trainings
-(`reproducible_copy`), so DVC hashes the same weights the same.
+(`reproducible_copy`), so DVC hashes the same weights the same. ultralytics' own log (its argument
+dump, model summary and progress bars, which interleave when seeds train side by side) is held at
+warnings; each training prints a few lines of its own, labelled with its variant and seed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import multiprocessing
 import os
 import shutil
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 
@@ -81,14 +85,36 @@ def cpu_trainer(channels_last: bool) -> type:
     return CpuTrainer
 
 
-def planned_trainer(plan: Plan, base: type) -> type:
+@contextlib.contextmanager
+def quiet_ultralytics() -> Iterator[None]:
+    """ultralytics' log at warnings (its progress bars follow the level) while a training runs."""
+    logger = logging.getLogger("ultralytics")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def progress_line(label: str, epoch: int, epochs: int, losses: Any, metrics: dict[str, Any] | None) -> str:
+    """`<label>: epoch 20/150, train loss 3.412, val mAP50 0.369` (the mAP only after a validation);
+    `losses`: the epoch's mean loss items (a mapping in recent ultralytics, a tensor before)."""
+    total = sum(float(v) for v in (losses.values() if isinstance(losses, dict) else losses))
+    line = f"{label}: epoch {epoch}/{epochs}, train loss {total:.3f}"
+    return line + (f", val mAP50 {float(metrics['metrics/mAP50(B)']):.3f}" if metrics else "")
+
+
+def planned_trainer(plan: Plan, base: type, label: str = "yolo") -> type:
     """`base` (ultralytics' detection trainer or `cpu_trainer`) following `plan`: it stops after
     `plan.stop_epoch` epochs of a schedule `plan.schedule_epochs` long, validates only when it stops
     or, while searching the budget, every `val_every` epochs, where it publishes its val mAP50 to its
     peers and stops with them at the plateau of their mean curve (`detection.budget`). The last
     validation always counts as the best, so best.pt holds the final weights, as with `val: false`.
     The weights after each epoch in `plan.snapshots` are kept as `epoch_<N>.pt` (learning curves).
+    It prints a `progress_line` after each validation and every tenth of its epochs.
     """
+    report_every = max(1, plan.stop_epoch // 10)
     def stop_at_plan(trainer) -> None:
         if trainer.epoch + 1 >= plan.stop_epoch:
             trainer.stop = True
@@ -97,11 +123,23 @@ def planned_trainer(plan: Plan, base: type) -> type:
         if trainer.epoch + 1 in plan.snapshots and trainer.last.is_file():
             shutil.copyfile(trainer.last, trainer.wdir / f"epoch_{trainer.epoch + 1}.pt")
 
+    def report(trainer) -> None:
+        if trainer.reported_last:  # ultralytics' final_eval calls the epoch-end callbacks once more
+            return
+        epoch = trainer.epoch + 1
+        validated = trainer.validated_at == epoch
+        if validated or epoch % report_every == 0 or trainer.stop:
+            print(progress_line(label, epoch, plan.stop_epoch, trainer.tloss, trainer.metrics if validated else None),
+                  flush=True)
+        trainer.reported_last = trainer.stop
+
     class PlannedTrainer(base):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
+            self.validated_at, self.reported_last = 0, False
             self.add_callback("on_train_epoch_end", stop_at_plan)
             self.add_callback("on_fit_epoch_end", keep_snapshot)
+            self.add_callback("on_fit_epoch_end", report)
 
         def save_model(self) -> bool:
             # a checkpoint only where one is read (ultralytics writes 12 MB every epoch otherwise)
@@ -116,6 +154,7 @@ def planned_trainer(plan: Plan, base: type) -> type:
             if not (self.stop or epoch >= self.epochs or (searching and epoch % plan.search.val_every == 0)):
                 return self.metrics, None
             metrics, _ = super().validate()
+            self.validated_at = epoch
             self.best_fitness = float(epoch)
             if searching:
                 peers = PeerCurves(plan.peers_dir, self.args.seed, plan.peers)
@@ -127,11 +166,12 @@ def planned_trainer(plan: Plan, base: type) -> type:
 
 
 def train(settings: TrainSettings, plan: Plan, seed: int, data_yaml: Path, out_dir: Path,
-          log_dir: Path) -> dict[str, Any]:
+          log_dir: Path, label: str = "yolo") -> dict[str, Any]:
     """Train one YOLO model as `plan` says: `best.pt` (the final weights), `last.pt`, `results.csv`,
     `args.yaml` land in `out_dir` as the same training always writes them (`reproducible_copy`),
     the per-epoch log with its timings in `log_dir/results.csv`. Returns {"epochs": the epochs it
     trained, "metrics": ultralytics' final validation metrics (of best.pt on val) as plain floats}.
+    Its progress lines read `<label> seed <seed>: ...`.
     """
     ultralytics = ultralytics_offline()
     device = resolve_device(settings.device)
@@ -153,8 +193,10 @@ def train(settings: TrainSettings, plan: Plan, seed: int, data_yaml: Path, out_d
         if not ddp:
             from ultralytics.models.yolo.detect import DetectionTrainer
 
-            trainer = planned_trainer(plan, cpu_trainer(settings.channels_last) if on_cpu else DetectionTrainer)
-        model.train(trainer=trainer, **{**args, **settings.extra})
+            trainer = planned_trainer(plan, cpu_trainer(settings.channels_last) if on_cpu else DetectionTrainer,
+                                      f"{label} seed {seed}")
+        with quiet_ultralytics():
+            model.train(trainer=trainer, **{**args, **settings.extra})
         run, scratch = run_root / "run", {run_root: "<run>", data_yaml.parent: "<data>"}
         for name in ("weights/best.pt", "weights/last.pt", "results.csv", "args.yaml"):
             if not (run / name).is_file():
@@ -171,7 +213,7 @@ def train(settings: TrainSettings, plan: Plan, seed: int, data_yaml: Path, out_d
 
 
 def train_seeds(params: YoloParams, plans: dict[int, Plan], data_yaml: Path, out_dir: Path, log_dir: Path,
-                torch_threads: int) -> dict[int, dict[str, Any]]:
+                torch_threads: int, label: str = "yolo") -> dict[int, dict[str, Any]]:
     """Train every seed of `plans` into `seed_dir(out_dir, s)` (and its log into `seed_dir(log_dir, s)`);
     returns each seed's `train` record.
 
@@ -182,7 +224,7 @@ def train_seeds(params: YoloParams, plans: dict[int, Plan], data_yaml: Path, out
     training depends only on its seed, plan and thread count, never on its neighbours. Seeds that
     search the budget together must all be in one call with `parallel` at least their number.
     """
-    jobs = {seed: (params.train, plan, seed, data_yaml, seed_dir(out_dir, seed), seed_dir(log_dir, seed))
+    jobs = {seed: (params.train, plan, seed, data_yaml, seed_dir(out_dir, seed), seed_dir(log_dir, seed), label)
             for seed, plan in plans.items()}
     for job in jobs.values():
         job[4].mkdir()
@@ -244,7 +286,7 @@ def reproducible_copy(source: Path, target: Path, scratch: dict[Path, str]) -> N
 
 
 def train_baseline(settings: YoloParams, data_yaml: Path, out_dir: Path, report_dir: Path, n_train: int,
-                   threads: int) -> tuple[dict, dict]:
+                   threads: int, label: str = "yolo") -> tuple[dict, dict]:
     """The baseline's seeds: the first `parallel` find the budget together, the rest train it.
     Returns each seed's training record and the budget record."""
     rule, seeds = settings.budget, settings.seeds
@@ -252,14 +294,14 @@ def train_baseline(settings: YoloParams, data_yaml: Path, out_dir: Path, report_
         deciders = seeds[:settings.parallel] if rule.searched else ()
         first = {s: Plan(rule.max_epochs, rule.max_epochs, rule, str(peers_dir), deciders) for s in deciders} \
             or {s: Plan(rule.epochs, rule.epochs) for s in seeds}
-        records = train_seeds(settings, first, data_yaml, out_dir, report_dir, threads)
+        records = train_seeds(settings, first, data_yaml, out_dir, report_dir, threads, label)
         curves = PeerCurves(peers_dir, seeds[0], deciders).curves()
     epochs = {r["epochs"] for r in records.values()}
     if len(epochs) != 1:
         raise StageError(f"train_yolo@baseline: the seeds searching the budget stopped at different epochs {epochs}")
     budget = budget_record(rule, n_train, settings.train.batch, epochs.pop(), curves)
     rest = {s: Plan(budget["schedule_epochs"], budget["epochs"]) for s in seeds if s not in records}
-    records |= train_seeds(settings, rest, data_yaml, out_dir, report_dir, threads) if rest else {}
+    records |= train_seeds(settings, rest, data_yaml, out_dir, report_dir, threads, label) if rest else {}
     return records, budget
 
 
@@ -270,12 +312,13 @@ def train_variant(variant: str, settings: YoloParams, data_yaml: Path, out_dir: 
     `out_dir`; any other variant trains the budget in `yolo_dir`/baseline (`scaled_plan`). Returns
     each seed's `train` record and the budget record the baseline found (None for the others)."""
     if variant == "baseline":
-        records, budget = train_baseline(settings, data_yaml, out_dir, log_dir, n_train, threads)
+        records, budget = train_baseline(settings, data_yaml, out_dir, log_dir, n_train, threads, f"train_yolo@{variant}")
         write_json(out_dir / BUDGET_FILE, budget)
     else:
         budget = None
         plan = scaled_plan(read_budget(yolo_dir / "baseline"), n_train, settings.train.batch, settings.equal_steps)
-        records = train_seeds(settings, {s: plan for s in settings.seeds}, data_yaml, out_dir, log_dir, threads)
+        records = train_seeds(settings, {s: plan for s in settings.seeds}, data_yaml, out_dir, log_dir, threads,
+                              f"train_yolo@{variant}")
     for seed, record in records.items():
         write_json(seed_dir(out_dir, seed) / "metrics.json", record["metrics"])
     return records, budget

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from core.errors import warn
 from core.io import atomic_dir, write_json
 from core.params import section
 from detection.prepare import DatasetParams, prepare_dataset
@@ -26,13 +27,13 @@ def _main(argv: list[str] | None) -> None:
     print(f"unlabelled pool {pool['folder']}: {pool['images']} images ({pool['tagged']} tagged, {pool['clean']} clean, "
           f"{pool['unknown']} unknown); split mode {report['split_mode']}")
     for missing in report["missing_splits"]:
-        print(f"warning: {missing['file']}: {missing['split']}: {missing['reason']}; imported without it")
+        warn(missing["file"], f"{missing['split']}: {missing['reason']}; imported without it")
     preflight = report["preflight"]
     sizes = "; ".join(f"{name} {s['median_px']:g} / {s['p10_px']:g}" for name, s in preflight["per_class"].items()
                       if s["boxes"])
     print(f"box sizes at {preflight['image_size']} px (shorter side, median / 10th percentile): {sizes}")
     for warning in preflight["warnings"]:
-        print(f"WARNING: import: {warning}")
+        warn("import", warning)
 
 
 def main(argv: list[str] | None = None) -> int:

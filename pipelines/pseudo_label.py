@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 
+from core.errors import warn
 from core.io import atomic_dir, write_json
 from core.params import section
 from detection import pseudo_label
@@ -45,8 +46,8 @@ def _main(argv: list[str] | None) -> None:
     total = result["total"]
     print(f"pseudo_label ({args.pool}): kept {total['kept'] + total['kept_background']} of {total['images']} images")
     if not pool:
-        print(f"WARNING: pseudo_label: the {args.pool} pool is empty, so its variant adds no images (report.md calls "
-              "that comparison void)")
+        warn("pseudo_label", f"the {args.pool} pool is empty, so its variant adds no images (report.md calls that "
+                             "comparison void)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,8 @@ class Paths:
     upsampled: Path          # upsample output: the guided images at the detector's resolution (same contract)
     sweep: Path              # one folder per guidance scale
     pseudo: Path             # the variants' added images: synthetic/, tagged/ (pseudo-labelled), copypaste/
-    reports: Path            # every report, metric and figure
+    reports: Path            # every report, plot and figure (git-ignored)
+    metrics: Path            # the DVC metrics, one small JSON per variant, committed to git like dvc.lock
 
 
 @dataclass(frozen=True)

@@ -345,9 +345,9 @@ def hand_evaluation(found: dict[str, list[list[int]]], n_images: int = 3, n_resa
     """`detection.evaluate.Evaluation` of `n_images` 16-px images, each with one bottle and one can;
     `found[variant][k]` lists the classes seed k of the variant detects, exactly (conf 0.9, 0.8).
     The first variant is the reference."""
+    from detection.boxes import Detections
     from detection.evaluate import Evaluation, TestImage
     from detection.metrics import BootstrapSettings, bootstrap_deltas, match_image, summarize
-    from detection.boxes import Detections
 
     rng = np.random.default_rng(0)
     gt_xyxy, gt_cls = np.array([[2, 2, 8, 8], [9, 9, 14, 14]], np.float32), np.array([0, 1])

@@ -93,7 +93,7 @@ def test_wall_clock_budget_stops_warns_and_is_recorded(tiny_prepared, tmp_path, 
     cfg = dataclasses.replace(TINY, max_minutes=1e-9, grad_accum=1, schedule=adm_schedule())
     result = train_unet(cfg, tiny_prepared, tmp_path / "ckpt")
     assert result.summary["steps"] == 1 and result.summary["stop_reason"] == "max_minutes"
-    assert "WARNING: stopped by max_minutes (1e-09) at step 1 of 6" in capsys.readouterr().out
+    assert "warning: train_unet: stopped by max_minutes (1e-09) at step 1 of 6" in capsys.readouterr().err
 
 
 def test_the_demo_has_no_time_limit_so_runs_end_at_max_steps():

@@ -53,7 +53,7 @@ def test_on_cpu_every_stage_runs_and_the_folder_holds_times_throughput_and_figur
     assert "images/s (second half of the run)" in summary and "- generate: " in summary
     for variant in ("baseline", "augmented", "selftrain", "copypaste", "inpaint"):
         assert f"- {variant}: test mAP50 " in summary
-    metrics = json.loads((out / "reports" / "metrics.json").read_text())
+    metrics = json.loads((out / "reports" / "summary.json").read_text())
     assert metrics["seeds"] == 1 and 0 <= metrics["baseline"]["mAP50"] <= 1
     assert json.loads((out / "machine.json").read_text())["machine"]["gpus"] == 0
     assert yaml.safe_load((out / "params.yaml").read_text())["yolo"]["seeds"] == [0]

@@ -1,4 +1,4 @@
-"""The evaluate stage: seed means and spreads, the compact DVC metric, every output written."""
+"""The evaluate stage: seed means and spreads, the DVC metrics per variant, every output written."""
 
 import json
 import shutil
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detection.evaluate import evaluation_json, metrics_json, per_class_frame
+from detection.evaluate import evaluation_json, per_class_frame, summary_json, variant_metrics
 from pipelines import evaluate, train_yolo
 from tests.support import (
     TINY_CLASSES,
@@ -28,10 +28,27 @@ def leaves(tree, prefix=""):
     return {prefix[:-1]: tree}
 
 
-def test_metrics_json_is_compact_and_holds_seed_means_deltas_and_class_ap50():
+def test_the_dvc_metrics_are_one_flat_record_per_variant_with_the_reference_delta():
+    ev = hand_evaluation({"baseline": [[0], [0]], "better": [[0, 1], [0]]})
+    metrics = variant_metrics(ev)
+    assert list(metrics) == ["baseline", "better"]
+    assert set(metrics["baseline"]) == {"precision", "recall", "mAP50", "mAP50-95"}
+    assert set(metrics["better"]) == {"precision", "recall", "mAP50", "mAP50-95", "mAP50_delta", "mAP50_delta_low",
+                                      "mAP50_delta_high"}
+    assert all(type(v) is float for record in metrics.values() for v in record.values())
+    assert metrics["better"]["mAP50"] == pytest.approx(0.75 * PERFECT, abs=1e-4)
+    assert metrics["better"]["mAP50_delta"] == pytest.approx(0.25 * PERFECT, abs=1e-4)
+    assert (metrics["better"]["mAP50_delta_low"], metrics["better"]["mAP50_delta_high"]) == (
+        0.0, pytest.approx(PERFECT / 2))
+    # a row of `dvc metrics show --md`: the path and 7 numbers fit well inside 160 characters
+    row = "| metrics/better.json | " + " | ".join(f"{v:<10}" for v in metrics["better"].values()) + " |"
+    assert len(row) < 120
+
+
+def test_summary_json_holds_seed_means_deltas_and_class_ap50():
     # baseline finds bottles only (both seeds); `better` finds both classes with seed 0, bottles with seed 1
     ev = hand_evaluation({"baseline": [[0], [0]], "better": [[0, 1], [0]]})
-    metrics = metrics_json(ev, {"better": "`better` received no extra images: ..."})
+    metrics = summary_json(ev, {"better": "`better` received no extra images: ..."})
     json.dumps(metrics, allow_nan=False)  # no NaN anywhere
     columns = leaves(metrics)
     assert all(v is None or type(v) in (int, float, bool) for v in columns.values())
@@ -85,7 +102,7 @@ def test_evaluate_identical_variants_end_to_end(tmp_path, monkeypatch):
     for variant in ("augmented", "selftrain", "copypaste", "inpaint"):  # the same seeds' weights: every delta is 0
         shutil.copytree(tmp_path / "models/yolo/baseline", tmp_path / f"models/yolo/{variant}")
     assert evaluate.main([]) == 0
-    metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "reports/summary.json").read_text())
     assert metrics["test_images"] == 6 and metrics["seeds"] == 2
     assert metrics["budget"] == {"epochs": 2, "batches": 2}  # TINY: stops at min_epochs 2, one batch of 8 an epoch
     assert set(metrics["baseline"]["mAP50_seed"]) == {"0", "1"}
@@ -108,8 +125,23 @@ def test_evaluate_identical_variants_end_to_end(tmp_path, monkeypatch):
     per_class = pd.read_csv(tmp_path / "reports/per_class.csv")
     assert len(per_class) == 5 * len(TINY_CLASSES)
     assert (per_class.loc[per_class["variant"] == "selftrain", "delta_mAP50"].dropna() == 0).all()
-    pr = pd.read_csv(tmp_path / "reports/pr/baseline/bottle.csv")
-    assert list(pr.columns) == ["recall", "precision"] and len(pr) == 101
+    variants = ["baseline", *copies]
+    assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == sorted(f"{v}.json" for v in variants)
+    dvc_metrics = {v: json.loads((tmp_path / f"metrics/{v}.json").read_text()) for v in variants}
+    assert dvc_metrics["baseline"]["mAP50"] == metrics["baseline"]["mAP50"]
+    assert dvc_metrics["selftrain"]["mAP50_delta"] == 0.0
+    assert sorted(p.name for p in (tmp_path / "reports/pr").iterdir()) == sorted(f"{c}.csv" for c in TINY_CLASSES)
+    pr = pd.read_csv(tmp_path / "reports/pr/bottle.csv")
+    assert list(pr.columns) == ["recall", *variants] and len(pr) == 101
+    assert (pr["selftrain"].fillna(-1) == pr["baseline"].fillna(-1)).all()  # the same weights
+    loss = pd.read_csv(tmp_path / "reports/yolo_loss/inpaint.csv")
+    assert list(loss.columns) == ["batches", "epoch", "box_loss", "cls_loss", "dfl_loss", "loss"]
+    assert list(loss["batches"]) == [1, 2] and list(loss["epoch"]) == [1, 2]  # one batch of 8 an epoch
+    seeds = [pd.read_csv(tmp_path / f"models/yolo/baseline/seed_{s}/results.csv") for s in (0, 1)]
+    assert loss["box_loss"].tolist() == pytest.approx(
+        ((seeds[0]["train/box_loss"] + seeds[1]["train/box_loss"]) / 2).tolist(), abs=1e-5)
+    assert loss["loss"].tolist() == pytest.approx((loss["box_loss"] + loss["cls_loss"] + loss["dfl_loss"]).tolist(),
+                                                  abs=1e-4)
     report = (tmp_path / "reports/report.md").read_text()
     for figure in ("pr_curves.png", "delta_map50.png", "test_detections.png"):
         assert f"figures/{figure}" in report and (tmp_path / "reports/figures" / figure).stat().st_size > 0
@@ -127,4 +159,4 @@ def test_evaluate_names_every_missing_variant_and_seed(tmp_path, monkeypatch, ca
     assert capsys.readouterr().err == (
         "error: models/yolo: no <variant>/seed_<s>/best.pt for baseline (seed 0, 1); augmented (seed 1); "
         "selftrain (seed 0, 1); copypaste (seed 0, 1); inpaint (seed 0, 1); run train_yolo first\n")
-    assert not (tmp_path / "reports/metrics.json").exists()
+    assert not (tmp_path / "reports/summary.json").exists() and not (tmp_path / "metrics").exists()

@@ -246,7 +246,7 @@ def test_a_declared_split_the_export_does_not_ship_is_skipped_and_reported(tmp_p
     assert run_import(tmp_path, monkeypatch) == 0
     report = json.loads((tmp_path / "reports/import.json").read_text())
     assert [m["split"] for m in report["missing_splits"]] == ["test"] and report["images"] == 2
-    assert "warning: " in capsys.readouterr().out
+    assert "warning: " in capsys.readouterr().err
     write_params(tmp_path, format="auto", class_map={"can": "can", "bottle": "bottle"}, on_missing_split="fail")
     assert run_import(tmp_path, monkeypatch) == 2
     err = capsys.readouterr().err

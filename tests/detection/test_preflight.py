@@ -49,9 +49,9 @@ def test_the_import_of_a_dataset_of_tiny_boxes_warns(tmp_path, monkeypatch, caps
     assert preflight_report["per_class"]["bottle"] == {"boxes": 8, "median_px": 1.2, "p10_px": 1.2,
                                                        "source_median_px": 12.0}
     assert preflight_report["per_class"]["can"]["median_px"] == 4.0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "box sizes at 64 px (shorter side, median / 10th percentile): bottle 1.2 / 1.2; can 4 / 4" in out
-    warnings = [line for line in out.splitlines() if line.startswith("WARNING: import: ")]
+    warnings = [line for line in err.splitlines() if line.startswith("warning: import: ")]
     assert len(warnings) == 2 == len(preflight_report["warnings"])
     assert warnings[0].endswith("dataset.image_size and yolo.train.imgsz 448 would make it 8.4 px")  # 64*8/1.2
     assert warnings[1].endswith("dataset.image_size and yolo.train.imgsz 128 would make it 8.0 px")

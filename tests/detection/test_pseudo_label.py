@@ -189,7 +189,7 @@ def test_the_self_training_pool_takes_unknown_images_unchecked_and_an_empty_pool
     frame[~frame["split"].isin(["tagged", "unlabelled"])].to_csv(root / "data/prepared/manifest.csv", index=False)
     capsys.readouterr()
     assert pseudo_label.main(["--pool", "tagged"]) == 0
-    assert "WARNING: pseudo_label: the tagged pool is empty" in capsys.readouterr().out
+    assert "warning: pseudo_label: the tagged pool is empty" in capsys.readouterr().err
     assert json.loads((root / "reports/pseudo_label_tagged.json").read_text())["total"]["images"] == 0
     assert pd.read_csv(root / "data/pseudo/tagged/manifest.csv").empty
     assert train_yolo.main(["--variant", "selftrain"]) == 0

@@ -22,7 +22,7 @@ from detection.yolo import (
     variant_splits,
     write_dataset_view,
 )
-from detection.yolo_train import cpu_trainer, train_seeds
+from detection.yolo_train import cpu_trainer, progress_line, train_seeds
 from pipelines import train_yolo
 from tests.support import TINY_DETECTION, repo_params, settings, write_params
 
@@ -205,9 +205,16 @@ def test_parallel_trainings_are_at_least_one_and_never_beside_ddp(values, messag
     assert str(err.value).startswith(f"params.yaml: {message}")
 
 
+def test_a_progress_line_sums_the_loss_items_and_gives_the_val_map_only_after_a_validation():
+    assert progress_line("train_yolo@inpaint seed 2", 20, 150, {"box": 1.0, "cls": 2.0, "dfl": 0.5}, None) == \
+        "train_yolo@inpaint seed 2: epoch 20/150, train loss 3.500"
+    assert progress_line("s", 3, 9, [1.0, 2.0], {"metrics/mAP50(B)": 0.3691}) == \
+        "s: epoch 3/9, train loss 3.000, val mAP50 0.369"
+
+
 @pytest.mark.slow
 def test_seeds_in_parallel_processes_train_the_weights_of_one_after_another_at_the_same_thread_count(
-        tmp_path, tiny_prepared):
+        tmp_path, tiny_prepared, capfd):
     import torch
 
     params = settings(YoloParams, "yolo", parallel=2)
@@ -218,7 +225,15 @@ def test_seeds_in_parallel_processes_train_the_weights_of_one_after_another_at_t
         (tmp_path / run / "logs").mkdir()
     plans = {s: Plan(3, 2) for s in params.seeds}  # a 3-epoch schedule stopped after 2
     metrics = train_seeds(params, plans, data_yaml, tmp_path / "parallel" / "models", tmp_path / "parallel" / "logs",
-                          torch_threads=2)  # two processes at once, 2 // 2 = 1 thread each
+                          torch_threads=2, label="train_yolo@x")  # two processes at once, 2 // 2 = 1 thread each
+    # each process speaks in labelled lines only: no argument dump, model table or progress bar of ultralytics'
+    out, err = capfd.readouterr()
+    lines = (out + err).splitlines()
+    for seed in params.seeds:
+        assert [line.split(",")[0] for line in lines if line.startswith(f"train_yolo@x seed {seed}: ")] == [
+            f"train_yolo@x seed {seed}: epoch 1/2", f"train_yolo@x seed {seed}: epoch 2/2"]
+    assert "val mAP50" in [line for line in lines if line.startswith("train_yolo@x seed 0: epoch 2/2")][0]
+    assert not [line for line in lines if "engine/trainer" in line or "Ultralytics" in line or "━" in line]
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

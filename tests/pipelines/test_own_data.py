@@ -77,6 +77,6 @@ def test_a_partly_labelled_dataset_runs_end_to_end_with_its_pool_kept_apart(own_
     # self-training pool: the tagged pool images checked against their tags, the unknown ones unchecked
     pseudo = json.loads((workdir / "reports/pseudo_label_tagged.json").read_text())
     assert pseudo["total"]["images"] == 48 - N_BOXED and pseudo["per_group"]["(unknown)"]["images"] == kinds["unknown"]
-    metrics = json.loads((workdir / "reports/metrics.json").read_text())
+    metrics = json.loads((workdir / "reports/summary.json").read_text())
     assert all(0 <= metrics[v]["mAP50"] <= 1 for v in ("baseline", "selftrain", "inpaint"))
     assert (workdir / "reports/report.md").read_text().startswith("#")

@@ -113,7 +113,7 @@ def test_every_variant_trains_every_seed_at_the_detector_resolution_and_is_score
     assert "Upsampler vs plain resampling" in (pipeline_copy / "reports/report.md").read_text()
     pseudo = list((pipeline_copy / "data/pseudo/synthetic/images").glob("*.png"))
     assert all(Image.open(p).size == (32, 32) for p in pseudo)
-    metrics = json.loads((pipeline_copy / "reports/metrics.json").read_text())
+    metrics = json.loads((pipeline_copy / "reports/summary.json").read_text())
     assert metrics["seeds"] == len(seeds)
     for variant in variants:
         assert set(metrics[variant]["mAP50_seed"]) == {str(s) for s in seeds}

@@ -78,12 +78,12 @@ def dotted(params: dict[str, Any], key: str) -> Any:
     return value
 
 
-def check_agreement(params: dict[str, Any]) -> None:
-    """Every MUST_AGREE group holds one value; the first that does not is one line naming its keys.
-
-    A missing key is left to the section that reads it, which names it.
-    """
+def check_agreement(params: dict[str, Any], section_name: str | None = None) -> None:
+    """Every MUST_AGREE group (those naming `section_name`, when given) holds one value; the first
+    that does not is one line naming its keys. A missing key is left to the section that reads it."""
     for condition, keys in MUST_AGREE:
+        if section_name is not None and not any(k.split(".")[0] == section_name for k in (condition or "", *keys)):
+            continue
         if condition is not None and dotted(params, condition) is not True:
             continue
         first, *others = keys
@@ -112,7 +112,9 @@ def section(cls: type[T], name: str, params: dict[str, Any] | None = None) -> T:
     params = read_params() if params is None else params
     if name not in params:
         raise StageError(f"params.yaml: section '{name}' is missing")
-    return from_dict(cls, params[name] or {}, where=f"params.yaml: {name}")
+    settings = from_dict(cls, params[name] or {}, where=f"params.yaml: {name}")
+    check_agreement(params, name)  # after the section's own checks, so a wrong type is named as such
+    return settings
 
 
 def from_dict(cls: type[T], values: dict[str, Any], where: str) -> T:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.errors import StageError
-from core.params import check_agreement, check_at_least, read_params, section
+from core.params import check_at_least, read_params, section
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,6 @@ def stage_args(description: str, argv: list[str] | None,
         add(parser)
     args = parser.parse_args(argv)
     params = read_params(args.params)
-    check_agreement(params)
     launch = section(Launch, "launch", params)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(launch.torch_threads)

@@ -222,7 +222,7 @@ def test_controls_repeat_the_first_insertions_of_each_class_with_their_seeds(tin
 
 
 
-STAGE_PARAMS = {"patch_unet": {"crops": {"px": PX}},
+STAGE_PARAMS = {**{name: {"crops": {"px": PX}} for name in ("patch_unet", "patch_classifier", "patch_judge")},
                 "inpaint": {"steps": 2, "jump_length": 1, "context_px": 1, "change_threshold": 0.0,
                             "quota": {"bottle": 2, "can": 1, "paper": 1}, "control_per_class": 1}}
 

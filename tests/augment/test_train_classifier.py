@@ -22,7 +22,9 @@ JUDGE = {"model": MODEL, "mixed_precision": "no", "seed": 9}
 
 
 def write_params(tmp_path, classifier=None, judge=None):
-    support.write_params(tmp_path, classifier={**CLASSIFIER, **(classifier or {})}, judge={**JUDGE, **(judge or {})})
+    """The tiny params with this module's classifier and judge, and the UNet of their shape (init_from_unet)."""
+    support.write_params(tmp_path, classifier={**CLASSIFIER, **(classifier or {})}, judge={**JUDGE, **(judge or {})},
+                         unet={"model": MODEL})
 
 
 def judge_main(argv=()):

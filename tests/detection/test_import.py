@@ -26,7 +26,7 @@ def write_params(tmp_path: Path, split_overrides=None, **dataset_overrides) -> N
                **dataset_overrides}
     split = {"mode": "benchmark", "seed": 0, "train": 0.25, "tagged": 0.25, "val": 0.25, "test": 0.25,
              "use_source_splits": True, **(split_overrides or {})}
-    support.write_params(tmp_path, dataset=dataset, split=split)
+    support.write_params(tmp_path, dataset=dataset, split=split, upsampler={"image_size": dataset["image_size"]})
 
 
 def make_coco(root: Path, images: list[dict], categories=None) -> Path:

@@ -12,7 +12,6 @@ from dvc.utils.hydra import apply_overrides
 from core.errors import StageError
 from core.params import FREE_FORM_KEYS, check_agreement, section, to_jsonable
 from core.profiles import load_profile, profiled_params
-from pipelines.stage import stage_args
 from tests.support import REPO, SECTIONS, repo_params
 
 PARAMS_TEXT = (REPO / "params.yaml").read_text()
@@ -88,16 +87,24 @@ def test_the_values_several_sections_state_agree_in_params_yaml_and_in_every_shi
      "classifier.model.layers_per_block: 2 must equal unet.model.layers_per_block, 1 (classifier.init_from_unet is true)"),
     ("patch_unet.image_size", 64, "patch_classifier.image_size: 32 must equal patch_unet.image_size, 64"),
 ])
-def test_a_shared_value_set_in_one_section_only_stops_every_stage_with_one_line(key, value, message, tmp_path):
+def test_a_shared_value_set_in_one_section_only_stops_every_stage_reading_either_with_one_line(key, value, message):
     params = copy.deepcopy(repo_params())
     *parents, last = key.split(".")
     target = params
     for part in parents:
         target = target[part]
     target[last] = value
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(StageError, match=f"^params.yaml: {re.escape(message)}$"):
-        stage_args("x", ["--params", str(tmp_path / "params.yaml")])
+    other = message.split(" must equal ")[1].split(".")[0]
+    for name in (parents[0], other):
+        with pytest.raises(StageError, match=f"^params.yaml: {re.escape(message)}$"):
+            section(SECTIONS[name], name, params)
+
+
+def test_a_wrongly_typed_shared_value_is_named_by_its_own_section_first():
+    params = copy.deepcopy(repo_params())
+    params["unet"]["image_size"] = 0
+    with pytest.raises(StageError, match="^params.yaml: unet.image_size: must be >= 1, got 0$"):
+        section(SECTIONS["unet"], "unet", params)
 
 
 def test_a_model_setting_differs_freely_where_its_section_does_not_start_from_the_unet():

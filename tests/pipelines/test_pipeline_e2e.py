@@ -16,15 +16,23 @@ import pytest
 import yaml
 from PIL import Image
 
+from core.profiles import profiled_params
 from tests.support import REPO, TINY, load_bench, tiny_params
 
-COPIED = ("dvc.yaml", "params.yaml", "core", "augment", "detection", "pipelines")
+COPIED = ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore", "core", "augment", "detection", "pipelines")
 
 
 def dvc_env(workdir: Path) -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "DVC_NO_ANALYTICS": "1", "YOLO_OFFLINE": "true", "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(workdir),
-            "PYTHONUNBUFFERED": "1"}
+            "PYTHONUNBUFFERED": "1", "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+            "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+
+
+def git(workdir: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=workdir, env=dvc_env(workdir), capture_output=True, text=True)
+    assert result.returncode == 0, f"git {' '.join(args)} failed:\n{result.stderr[-2000:]}"
+    return result.stdout
 
 
 def dvc(workdir: Path, *args: str) -> str:
@@ -35,13 +43,13 @@ def dvc(workdir: Path, *args: str) -> str:
 
 
 def set_param(workdir: Path, stage: str, key: str, value) -> None:
-    params = yaml.safe_load((workdir / "params.yaml").read_text())
-    params[stage][key] = value
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    path = workdir / "params.yaml"
+    path.write_text(profiled_params(path.read_text(), [{stage: {key: value}}]))
 
 
 def fresh_copy(workdir: Path, params: dict) -> Path:
-    """The repo's code and pipeline in `workdir` with `params`, the empty pool folder every clone has, DVC set up."""
+    """The repo's code and pipeline in `workdir`, a git repository, with `params` written as params.yaml is (and
+    as `dvc exp run -S` writes it), the empty pool folder every clone has, DVC set up."""
     for name in COPIED:
         source = REPO / name
         if source.is_dir():
@@ -49,14 +57,20 @@ def fresh_copy(workdir: Path, params: dict) -> Path:
         else:
             shutil.copy2(source, workdir / name)
     (workdir / "data" / "unlabelled").mkdir(parents=True)
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    dvc(workdir, "init", "--no-scm", "-q")
+    (workdir / "params.yaml").write_text(profiled_params((REPO / "params.yaml").read_text(), [params]))
+    git(workdir, "init", "-q")
+    dvc(workdir, "init", "-q")
     dvc(workdir, "config", "core.analytics", "false")
+    git(workdir, "add", "-A")
+    git(workdir, "commit", "-q", "-m", "tiny pipeline")
     return workdir
 
 
 def repro_in_a_fresh_copy(workdir: Path) -> Path:
+    """`dvc repro`, then dvc.lock and the metrics committed, as after a run you keep."""
     dvc(fresh_copy(workdir, tiny_params()), "repro")
+    git(workdir, "add", "-A")
+    git(workdir, "commit", "-q", "-m", "tiny run")
     return workdir
 
 
@@ -237,12 +251,44 @@ def test_a_killed_generate_rerun_leaves_pseudo_label_cached_and_no_temps(pipelin
 
 
 @pytest.mark.slow
-def test_changing_the_guidance_scale_reruns_only_generation_and_what_follows(pipeline_copy):
-    params = yaml.safe_load((pipeline_copy / "params.yaml").read_text())
-    set_param(pipeline_copy, "generate", "guidance_scale", params["generate"]["guidance_scale"] + 1.5)
-    ran = stages_run(dvc(pipeline_copy, "repro"))
+def test_dvc_shows_the_metrics_in_a_terminal_and_the_plots_on_one_page(pipeline_copy, tmp_path):
+    assert not git(pipeline_copy, "status", "--porcelain")  # metrics/ and dvc.lock committed, reports/ ignored
+    table = dvc(pipeline_copy, "metrics", "show", "--md")
+    variants = yaml.safe_load((pipeline_copy / "params.yaml").read_text())["evaluate"]["variants"]
+    assert all(f"metrics/{v}.json" in table for v in variants)
+    assert max(len(line) for line in table.splitlines()) <= 160
+    dvc(pipeline_copy, "plots", "show", "-o", str(tmp_path / "plots"))
+    page = (tmp_path / "plots" / "index.html").read_text()
+    n_classes = len(json.loads((pipeline_copy / "reports/import.json").read_text())["classes"])
+    # a PR chart per class, YOLO loss, the generative losses, two guidance trade-off charts; ten figures
+    assert page.count('"$schema"') == n_classes + 4
+    assert len(re.findall(r"<img ", page)) == 10
+
+
+def changed_metrics(workdir: Path) -> set[tuple[str, str]]:
+    """(file, key) of every metric whose workspace value differs from HEAD's, read from the files themselves."""
+    changed = set()
+    for path in sorted((workdir / "metrics").glob("*.json")):
+        name = path.relative_to(workdir).as_posix()
+        old, new = json.loads(git(workdir, "show", f"HEAD:{name}")), json.loads(path.read_text())
+        changed |= {(name, key) for key in new if new[key] != old.get(key)}
+    return changed
+
+
+@pytest.mark.slow
+def test_a_guidance_scale_experiment_reruns_only_generation_and_what_follows(pipeline_copy):
+    scale = yaml.safe_load((pipeline_copy / "params.yaml").read_text())["generate"]["guidance_scale"] + 1.5
+    ran = stages_run(dvc(pipeline_copy, "exp", "run", "-S", f"generate.guidance_scale={scale}"))
     # the insertions and copy-paste do not read the generated scenes; their training images change only if
     # the gate's decision does, and the tiny gate passes every class
     assert ran == {"generate", "gen_metrics", "upsample", "pseudo_label", "realism", "train_yolo@augmented",
                    "evaluate"}
+    diff = git(pipeline_copy, "diff", "-U0", "params.yaml").splitlines()
+    assert [line for line in diff if line[:1] in "+-" and not line.startswith(("+++", "---"))] == [
+        line for line in diff if re.match(r"^[-+]  guidance_scale: ", line)] and len(diff) > 0
+    assert git(pipeline_copy, "diff", "--numstat", "params.yaml").split()[:2] == ["1", "1"]
+    reported = json.loads(dvc(pipeline_copy, "metrics", "diff", "--json"))
+    assert {(path, key) for path, keys in reported.items() for key in keys} == changed_metrics(pipeline_copy)
+    experiments = dvc(pipeline_copy, "exp", "show", "--md", "--only-changed")
+    assert "generate.guidance_scale" in experiments and str(scale) in experiments
     assert stages_run(dvc(pipeline_copy, "repro")) == set()

@@ -15,7 +15,8 @@ import typing
 from pathlib import Path
 from typing import Any, Iterable, TypeVar
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from core.errors import StageError
 
@@ -51,14 +52,20 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+def load_yaml(text: str) -> Any:
+    """YAML as DVC reads and writes params.yaml (1.2, ruamel): `no`, `on` are words, `1e-3` a number.
+    (`dvc exp run -S` writes a string `"no"` unquoted, which YAML 1.1 readers take for false.)"""
+    return YAML(typ="safe", pure=True).load(text)
+
+
 def read_params(path: Path | str = PARAMS_FILE, what: str = "params file") -> dict[str, Any]:
     """A params file (or a profile of one, `what` names it in errors): a YAML mapping of sections."""
     path = Path(path)
     if not path.is_file():
         raise StageError(f"{path}: {what} not found")
     try:
-        params = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
+        params = load_yaml(path.read_text())
+    except YAMLError as err:
         raise StageError(f"{path}: malformed YAML: {err}".replace("\n", " ")) from None
     if not isinstance(params, dict):
         raise StageError(f"{path}: expected a mapping of sections at the top level")
@@ -167,7 +174,7 @@ def checked_value(hint: Any, value: Any, where: str) -> Any:
 def checked_scalar(hint: Any, value: Any, where: str) -> Any:
     """value checked against a bool/int/float/str/Path field (optionally `| None`); other fields pass.
 
-    YAML 1.1 reads `1e-3` as a string: a float field takes any string that parses as a number.
+    A float field takes any string that parses as a number (YAML 1.1 readers give `1e-3` as one).
     """
     options = set(typing.get_args(hint)) if typing.get_args(hint) else {hint}
     if value is None and type(None) in options:

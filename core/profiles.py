@@ -14,15 +14,14 @@ import io
 from pathlib import Path
 from typing import Any
 
-import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from core.errors import StageError
-from core.params import FREE_FORM_KEYS, check_agreement, read_params
+from core.params import FREE_FORM_KEYS, check_agreement, load_yaml, read_params
 
-# Words YAML 1.1 (PyYAML, which reads params.yaml) takes for booleans; ruamel writes YAML 1.2, where
-# they are strings, so a string such as `mixed_precision: "no"` must be written quoted.
+# Words YAML 1.1 readers (PyYAML, older tools) take for booleans; the stages read YAML 1.2, where they
+# are strings, but written quoted (`mixed_precision: "no"`) they mean the same to every reader.
 YAML11_BOOLEANS = {form for word in ("y", "yes", "n", "no", "true", "false", "on", "off")
                    for form in (word, word.capitalize(), word.upper())}
 
@@ -67,7 +66,7 @@ def parse_set(item: str) -> dict:
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise StageError(f"--set {item}: expected section.key=value")
-    value: Any = yaml.safe_load(text)
+    value: Any = load_yaml(text)
     for part in reversed(key.split(".")):
         value = {part: value}
     return value
@@ -85,5 +84,5 @@ def profiled_params(params_text: str, overrides: list[dict]) -> str:
         apply(root, override, "")
     out = io.StringIO()
     rt.dump(root, out)
-    check_agreement(yaml.safe_load(out.getvalue()))
+    check_agreement(load_yaml(out.getvalue()))
     return out.getvalue()

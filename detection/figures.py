@@ -29,8 +29,8 @@ def draw_boxes(rgb: np.ndarray, xyxy: np.ndarray, cls: np.ndarray, scale: int) -
 
 
 def image_grid(path: Path, rows: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str],
-               col_titles: Sequence[str], legend: Sequence[str], title: str = "") -> None:
-    """Save a grid of images (rows x cols) with titles, a class-colour legend (none if empty) and a title."""
+               col_titles: Sequence[str], legend: Sequence[str]) -> None:
+    """Save a grid of images (rows x cols) with titles and a class-colour legend."""
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     largest = max(max(image.shape[:2]) for row in rows for image in row)
     cell = max(1.6, largest / GRID_DPI)  # inches per image: never fewer than its pixels
@@ -50,11 +50,7 @@ def image_grid(path: Path, rows: Sequence[Sequence[np.ndarray]], row_titles: Seq
                 ax.set_title(col_titles[j], fontsize=7)
         axes[i][0].text(-0.1, 0.5, row_titles[i], transform=axes[i][0].transAxes, ha="right", va="center",
                         fontsize=7)
-    if legend:
-        handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(PALETTE[k % len(PALETTE)]) / 255)
-                   for k in range(len(legend))]
-        fig.legend(handles, legend, loc="lower center", ncol=len(legend), fontsize=7, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(PALETTE[k % len(PALETTE)]) / 255) for k in range(len(legend))]
+    fig.legend(handles, legend, loc="lower center", ncol=len(legend), fontsize=7, frameon=False)
     fig.savefig(path, dpi=GRID_DPI, bbox_inches="tight")
     plt.close(fig)

@@ -8,7 +8,9 @@ from tests.support import load_bench, write_params, write_tiny_models
 def test_the_table_compares_bicubic_with_each_ddim_setting_and_the_grid_is_written(tiny_prepared, tmp_path,
                                                                                    monkeypatch, capsys):
     write_tiny_models(tmp_path)
-    write_params(tmp_path, dataset={"image_size": 16}, unet={"image_size": 4})  # the tiny prepared images: 16 px
+    # the tiny prepared images: 16 px; the sections that state the two sizes agree
+    write_params(tmp_path, dataset={"image_size": 16}, unet={"image_size": 4}, classifier={"image_size": 4},
+                 judge={"image_size": 4}, upsampler={"image_size": 16, "low_res": 4})
     monkeypatch.chdir(tmp_path)
     load_bench("bench_upsampler").main(["--out", str(tmp_path / "out"), "--steps", "2", "--patch", "8",
                                         "--sample-steps", "2", "3", "--n-images", "4", "--set", "batch_size=4"])
@@ -25,8 +27,8 @@ def test_the_table_compares_bicubic_with_each_ddim_setting_and_the_grid_is_writt
 def test_the_upsampler_section_with_its_residual_target_and_the_raw_weights(tiny_prepared, tmp_path, monkeypatch,
                                                                             capsys):
     write_tiny_models(tmp_path)
-    write_params(tmp_path, dataset={"image_size": 16}, unet={"image_size": 4},
-                 upsampler={"image_size": 16, "low_res": 4, "patch_size": 8, "batch_size": 4})
+    write_params(tmp_path, dataset={"image_size": 16}, unet={"image_size": 4}, classifier={"image_size": 4},
+                 judge={"image_size": 4}, upsampler={"image_size": 16, "low_res": 4, "patch_size": 8, "batch_size": 4})
     monkeypatch.chdir(tmp_path)
     load_bench("bench_upsampler").main(["--out", str(tmp_path / "out"), "--section", "upsampler", "--steps", "2",
                                         "--sample-steps", "2", "--n-images", "4", "--raw"])

@@ -115,3 +115,16 @@ def test_read_params_refuses_a_missing_malformed_or_flat_file(tmp_path, text, me
 
 def test_to_jsonable_turns_dataclasses_paths_and_tuples_into_json_types():
     assert to_jsonable(build()) == {**GOOD, "inner": {"rate": 0.001, "name": "a"}}
+
+
+def test_params_files_are_read_as_dvc_writes_them_yaml_1_2(tmp_path):
+    """`dvc exp run -S` writes the string "no" unquoted: it must stay a word, not become false."""
+    (tmp_path / "params.yaml").write_text("unet:\n  mixed_precision: no\n  lr: 1e-3\n  hflip: true\n  max_minutes:\n")
+    assert read_params(tmp_path / "params.yaml") == {"unet": {"mixed_precision": "no", "lr": 0.001, "hflip": True,
+                                                              "max_minutes": None}}
+
+
+def test_a_key_written_twice_is_malformed_yaml(tmp_path):
+    (tmp_path / "params.yaml").write_text("unet:\n  lr: 1\n  lr: 2\n")
+    with pytest.raises(StageError, match=r"^.*params.yaml: malformed YAML: .*duplicate key"):
+        read_params(tmp_path / "params.yaml")

@@ -20,18 +20,12 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from core.errors import StageError
 from core.params import FREE_FORM_KEYS, check_agreement, load_yaml, read_params
 
-# Words YAML 1.1 readers (PyYAML, older tools) take for booleans; the stages read YAML 1.2, where they
-# are strings, but written quoted (`mixed_precision: "no"`) they mean the same to every reader.
-YAML11_BOOLEANS = {form for word in ("y", "yes", "n", "no", "true", "false", "on", "off")
-                   for form in (word, word.capitalize(), word.upper())}
-
-
 def round_trip() -> YAML:
-    rt = YAML()  # round-trip: comments and flow style survive
+    """ruamel's round-trip YAML 1.2, as DVC's override writer uses it: comments and flow style survive,
+    and a word such as `no` is written bare, a string to every YAML 1.2 reader (`core.params.load_yaml`)."""
+    rt = YAML()
     rt.width = 4096
     rt.preserve_quotes = True
-    rt.representer.add_representer(str, lambda rep, text: rep.represent_scalar(
-        "tag:yaml.org,2002:str", text, style='"' if text in YAML11_BOOLEANS else None))
     return rt
 
 

@@ -39,8 +39,8 @@ import augment.training
 import augment.unet
 from augment.data import GENERATIVE_SPLITS, ROAD_SPLITS, EpochBatchSampler, IndexDataset, to_model_range
 from augment.patches import CropSettings, load_training_set
-from augment.precision import resolve_mixed_precision
 from augment.samplers import sample
+from augment.precision import resolve_mixed_precision
 from augment.settings import MIXED_PRECISION
 from augment.training import over_budget, warn_time_stop, without_run_details
 from augment.unet import ArchConfig, ScheduleConfig, build_scheduler, build_unet, diffusion_loss

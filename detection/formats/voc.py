@@ -33,17 +33,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from detection.formats import SPLIT_DIR_NAMES, add_unique, resolve_under, split_name
-from detection.records import (
-    IMAGE_SUFFIXES,
-    SOURCE_SPLITS,
-    BadRecord,
-    Problems,
-    SourceBox,
-    SourceImage,
-    fatal,
-    image_key,
-    resolve_inside,
-)
+from detection.records import (IMAGE_SUFFIXES, SOURCE_SPLITS, BadRecord, Problems, SourceBox,
+                               SourceImage, fatal, image_key, resolve_inside)
 
 
 def read_voc(path: Path, problems: Problems) -> tuple[list[SourceImage], list[str]]:

@@ -7,6 +7,7 @@ from core.params import from_dict
 from detection.splits import SplitParams, assign_splits, deal, stratum_keys
 from tests.support import repo_params, settings
 
+
 FRACTIONS = {"train": 0.15, "tagged": 0.55, "val": 0.15, "test": 0.15}  # the demo's before its test split grew
 
 

@@ -20,6 +20,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from core.errors import StageError
 from core.params import FREE_FORM_KEYS, check_agreement, load_yaml, read_params
 
+
 def round_trip() -> YAML:
     """ruamel's round-trip YAML 1.2, as DVC's override writer uses it: comments and flow style survive,
     and a word such as `no` is written bare, a string to every YAML 1.2 reader (`core.params.load_yaml`)."""

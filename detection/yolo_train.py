@@ -115,6 +115,7 @@ def planned_trainer(plan: Plan, base: type, label: str = "yolo") -> type:
     It prints a `progress_line` after each validation and every tenth of its epochs.
     """
     report_every = max(1, plan.stop_epoch // 10)
+
     def stop_at_plan(trainer) -> None:
         if trainer.epoch + 1 >= plan.stop_epoch:
             trainer.stop = True
@@ -311,14 +312,14 @@ def train_variant(variant: str, settings: YoloParams, data_yaml: Path, out_dir: 
     weights. The baseline finds the budget (`train_baseline`) and writes it to BUDGET_FILE in
     `out_dir`; any other variant trains the budget in `yolo_dir`/baseline (`scaled_plan`). Returns
     each seed's `train` record and the budget record the baseline found (None for the others)."""
+    label = f"train_yolo@{variant}"
     if variant == "baseline":
-        records, budget = train_baseline(settings, data_yaml, out_dir, log_dir, n_train, threads, f"train_yolo@{variant}")
+        records, budget = train_baseline(settings, data_yaml, out_dir, log_dir, n_train, threads, label)
         write_json(out_dir / BUDGET_FILE, budget)
     else:
         budget = None
         plan = scaled_plan(read_budget(yolo_dir / "baseline"), n_train, settings.train.batch, settings.equal_steps)
-        records = train_seeds(settings, {s: plan for s in settings.seeds}, data_yaml, out_dir, log_dir, threads,
-                              f"train_yolo@{variant}")
+        records = train_seeds(settings, {s: plan for s in settings.seeds}, data_yaml, out_dir, log_dir, threads, label)
     for seed, record in records.items():
         write_json(seed_dir(out_dir, seed) / "metrics.json", record["metrics"])
     return records, budget

@@ -14,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -31,7 +32,6 @@ from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
-from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 import augment.data
@@ -47,6 +47,7 @@ from augment.unet import ArchConfig, ScheduleConfig, build_scheduler, build_unet
 from core.errors import StageError
 from core.io import write_json
 from core.params import check_at_least, check_choice, check_positive, to_jsonable
+from detection.figures import image_grid
 
 LOSS_COLUMNS = ("step", "loss", "lr", "images_per_s")
 
@@ -388,14 +389,29 @@ def sample_grid(unet: UNet2DModel, scheduler: DDPMScheduler, n: int, steps: int,
     return sample("ddim", unet, scheduler, generators, steps=steps).clamp(-1, 1)
 
 
+SAMPLE_PX = 96  # sample grids: small images are shown at least this large (nearest neighbour)
+
+
+def save_samples(path: Path, images: torch.Tensor, n_cols: int, title: str, col_titles: Sequence[str] = ()) -> None:
+    """A labelled grid of images [n, 3, S, S] in [-1, 1], row-major, each shown at least SAMPLE_PX."""
+    scale = max(1, math.ceil(SAMPLE_PX / images.shape[-1]))
+    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    tiles = [tile.repeat(scale, axis=0).repeat(scale, axis=1) for tile in pixels]
+    rows = [tiles[i:i + n_cols] for i in range(0, len(tiles), n_cols)]
+    shown = f"{images.shape[-1]} px" + (f", shown {scale}x" if scale > 1 else "")
+    image_grid(path, rows, [""] * len(rows), col_titles, [], title=f"{title} ({shown})")
+
+
 def write_unet_outputs(result: TrainedUNet, cfg: UNetTrainConfig, model_dir: Path, report_dir: Path,
                        section: str = "unet") -> None:
-    """model_dir: EMA UNet (save_pretrained) + scheduler/ + params.json + samples.png;
+    """model_dir: EMA UNet (save_pretrained) + scheduler/ + params.json + samples.png (labelled);
     report_dir: loss.csv and training.json (the whole summary, run details included)."""
     result.ema_unet.save_pretrained(model_dir)
     result.scheduler.save_pretrained(model_dir / "scheduler")
     samples = sample_grid(result.ema_unet, result.scheduler, cfg.n_samples, cfg.sample_steps, cfg.sample_seed)
-    save_image((samples + 1) / 2, model_dir / "samples.png", nrow=max(1, int(cfg.n_samples**0.5)), padding=1)
+    save_samples(model_dir / "samples.png", samples, max(1, int(cfg.n_samples**0.5)),
+                 f"{section}: {cfg.n_samples} unguided DDIM samples ({cfg.sample_steps} steps) of the EMA model "
+                 f"after {result.summary['steps']} training steps")
     write_training_records(result, section, cfg, model_dir, report_dir)
 
 

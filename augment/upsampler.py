@@ -32,12 +32,11 @@ from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.configuration_utils import FrozenDict
 from diffusers.models.unets.unet_2d import UNet2DOutput
 from torch import nn
-from torchvision.utils import save_image
 
 from augment.data import load_image_set, to_model_range
 from augment.precision import sampling_precision
 from augment.samplers import sample
-from augment.train_unet import TrainedUNet, UNetTrainConfig, write_training_records
+from augment.train_unet import TrainedUNet, UNetTrainConfig, save_samples, write_training_records
 from augment.unet import build_unet
 from core.errors import StageError
 from core.io import write_json
@@ -212,6 +211,7 @@ def write_upsampler_outputs(result: TrainedUNet, cfg: UpsamplerTrainConfig, prep
     bicubic = F.interpolate(low, size=cfg.image_size, mode="bicubic", align_corners=False).clamp(-1, 1)
     generators = [torch.Generator().manual_seed(cfg.sample_seed + i) for i in range(len(low))]
     rows = torch.stack([real, bicubic, upsampler(low, cfg.sample_steps, generators).cpu()], dim=1).flatten(0, 1)
-    save_image((rows + 1) / 2, model_dir / "samples.png", nrow=3, padding=1)
+    save_samples(model_dir / "samples.png", rows, 3, f"upsampler after {result.summary['steps']} training steps",
+                 ["real (val)", f"bicubic from {cfg.low_res} px", f"upsampled ({cfg.sample_steps} DDIM steps)"])
     write_training_records(result, "upsampler", cfg, model_dir, report_dir)
     return upsampler

@@ -29,12 +29,13 @@ def draw_boxes(rgb: np.ndarray, xyxy: np.ndarray, cls: np.ndarray, scale: int) -
 
 
 def image_grid(path: Path, rows: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str],
-               col_titles: Sequence[str], legend: Sequence[str]) -> None:
-    """Save a grid of images (rows x cols) with titles and a class-colour legend."""
+               col_titles: Sequence[str], legend: Sequence[str], title: str = "") -> None:
+    """Save a grid of images (rows x cols) with titles, a class-colour legend (none if empty) and a title."""
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     largest = max(max(image.shape[:2]) for row in rows for image in row)
     cell = max(1.6, largest / GRID_DPI)  # inches per image: never fewer than its pixels
-    gap, title_in, legend_in, side = 0.05, 0.3, 0.6, 0.98
+    gap, legend_in, side = 0.05, 0.6 if legend else 0.1, 0.98
+    title_in = 0.3 + (0.25 if title else 0)  # column titles, and the figure's title above them
     width = cell * (n_cols + gap * (n_cols - 1)) / side
     height = cell * (n_rows + 2 * gap * (n_rows - 1)) + title_in + legend_in
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, height), squeeze=False)
@@ -50,7 +51,11 @@ def image_grid(path: Path, rows: Sequence[Sequence[np.ndarray]], row_titles: Seq
                 ax.set_title(col_titles[j], fontsize=7)
         axes[i][0].text(-0.1, 0.5, row_titles[i], transform=axes[i][0].transAxes, ha="right", va="center",
                         fontsize=7)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(PALETTE[k % len(PALETTE)]) / 255) for k in range(len(legend))]
-    fig.legend(handles, legend, loc="lower center", ncol=len(legend), fontsize=7, frameon=False)
+    if legend:
+        handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(PALETTE[k % len(PALETTE)]) / 255)
+                   for k in range(len(legend))]
+        fig.legend(handles, legend, loc="lower center", ncol=len(legend), fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=8, y=1, va="top")
     fig.savefig(path, dpi=GRID_DPI, bbox_inches="tight")
     plt.close(fig)

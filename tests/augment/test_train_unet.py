@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
+from PIL import Image
 
 from augment.train_unet import (
     PatchUNetTrainConfig,
@@ -130,6 +131,8 @@ def test_stage_main_writes_model_samples_and_loss_plot(tiny_prepared, tmp_path, 
     log = pd.read_csv(tmp_path / "reports" / "unet" / "loss.csv")
     assert list(log.columns) == ["step", "loss", "lr", "images_per_s"] and list(log["step"]) == [1, 2, 3]
     assert UNet2DModel.from_pretrained(model_dir).config.sample_size == 16
+    with Image.open(model_dir / "samples.png") as grid:  # 2 x 2 samples of 16 px, each shown at least 96 px
+        assert grid.width >= 2 * 96 and grid.height >= 2 * 96
 
 
 def test_unknown_param_fails_with_one_line(tiny_prepared, tmp_path, monkeypatch, capsys):

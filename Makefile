@@ -8,10 +8,10 @@ BIN := $(VENV)/bin
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch/torchvision first, pinned: pip takes these builds from the machine's local wheel store.
+# torch/torchvision first (pinned in constraints.txt): pip takes these builds from the machine's local wheel store.
 install: $(BIN)/python
-	$(BIN)/pip install --disable-pip-version-check -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt torch torchvision
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
 
 # Stage commands call `python`: the venv's bin must come first on PATH.
 pipeline: install

@@ -1,4 +1,4 @@
-"""Image datasets for the generative side, read from the prepared manifest (`detection.prepared`).
+"""Image datasets for the generative side, read from the prepared manifest (`scenes.prepared`).
 
 The generative models work at their own resolution (`image_size` of their params section, 32 px
 on the demo), below the detector's: the prepared images are area-downsampled to it on load. The
@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from torch.utils.data import Dataset, Sampler  # noqa: E402
 
 from core.errors import StageError  # noqa: E402
-from detection.prepared import class_names, load_manifest, multi_hot, read_rgb, resample_rgb  # noqa: E402
+from scenes.prepared import class_names, load_manifest, multi_hot, read_rgb, resample_rgb  # noqa: E402
 
 GENERATIVE_SPLITS = ("train", "tagged")  # tags known: what the classifiers, judges and crops learn from
 # every image a model may learn what roads look like from (the whole-image UNet, the upsampler): the

@@ -46,9 +46,9 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from augment.settings import GenMetricsSettings
-from augment.synthetic import HIT_THRESHOLD
 from core.errors import StageError
-from detection.prepared import read_rgb
+from scenes.prepared import read_rgb
+from scenes.synthetic import HIT_THRESHOLD
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 SMALL_N_NOTE = ("FD is biased upward at small n (a few hundred 32-px images or fewer): compare FD/KID/"
@@ -107,7 +107,7 @@ def build_extractor(settings: GenMetricsSettings, judge: nn.Module) -> nn.Module
 
 
 def load_images(paths: Sequence[Path | str], size: int) -> torch.Tensor:
-    """RGB images resampled to size x size (`detection.prepared.resample_rgb`) -> float [N, 3, size, size] in [0, 1]."""
+    """RGB images resampled to size x size (`scenes.prepared.resample_rgb`) -> float [N, 3, size, size] in [0, 1]."""
     arrays = [read_rgb(path, size) for path in paths]
     return as_unit_batch(arrays) if arrays else torch.zeros(0, 3, 1, 1)
 

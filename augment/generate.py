@@ -47,9 +47,9 @@ from augment.guidance import classifier_guidance, prob_present
 from augment.precision import sampling_precision
 from augment.samplers import check_model_pair, sample
 from augment.settings import GenerateSettings
-from augment.synthetic import HIT_THRESHOLD, MANIFEST_COLUMNS
 from core.errors import StageError
 from core.io import write_csv, write_json
+from scenes.synthetic import HIT_THRESHOLD, MANIFEST_COLUMNS
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ The scene models see whole images area-downsampled to their `image_size` (4x on 
 cigarette butt is 3-4 px). The patch models see fixed-size crops of `crops.px` cut from the prepared
 (detector-resolution) images and resampled to `image_size` (64 -> 32 px on the demo: 2x), the
 patch view of SinDiffusion: a convolutional denoiser that only ever sees a window. `inpaint`
-(augment.insert) edits windows of the same size in real images with these models.
+(augment.inpaint) edits windows of the same size in real images with these models.
 
 Which images: those whose every box is known, i.e. the boxed splits asked for and, among `tagged`
 images, the clean ones (no tags). A `tagged` image with litter has no boxes to centre on or to
@@ -15,7 +15,7 @@ cigarette butt 6 px wide and every inserted object soft. With `small_px` set (32
 models' own size: no resampling at all), a box whose longer side is at most half of it is cut in a
 crop of that side instead, and half of the random crops are too, so the models learn road and
 small litter at the detector's own resolution beside the larger litter at `px`; `inpaint` then
-renders such objects in windows of that side (`augment.insert`).
+renders such objects in windows of that side (`augment.inpaint`).
 
 The crop set is drawn once, from one generator seeded (crops.seed, the splits):
 - `litter_share` of the crops are centred on a box, its class drawn uniformly among the classes
@@ -41,8 +41,8 @@ import torch
 from augment.data import ImageSet, load_image_set
 from core.errors import StageError
 from core.params import check_at_least
-from detection.canvases import canvases
-from detection.prepared import class_names, resample_rgb
+from scenes.canvases import canvases
+from scenes.prepared import class_names, resample_rgb
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.params import check_at_least, check_choice
-from detection.prepared import SPLITS
+from scenes.prepared import SPLITS
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")  # every torch stage's setting; augment.precision decides `auto`
 SAMPLER_NAMES = ("ddpm", "ddim", "dpmsolver++")  # augment.samplers.SAMPLERS
@@ -109,7 +109,7 @@ class UpsampleSettings:
 
 @dataclass(frozen=True)
 class InpaintSettings:
-    """The `inpaint` section of params.yaml (augment.insert)."""
+    """The `inpaint` section of params.yaml (augment.inpaint)."""
 
     steps: int                       # RePaint timesteps before resampling
     jump_length: int                 # resampling: steps down before each jump back up

@@ -39,15 +39,15 @@ import augment.training
 import augment.unet
 from augment.data import GENERATIVE_SPLITS, ROAD_SPLITS, EpochBatchSampler, IndexDataset, to_model_range
 from augment.patches import CropSettings, load_training_set
-from augment.samplers import sample
 from augment.precision import resolve_mixed_precision
+from augment.samplers import sample
 from augment.settings import MIXED_PRECISION
 from augment.training import over_budget, warn_time_stop, without_run_details
 from augment.unet import ArchConfig, ScheduleConfig, build_scheduler, build_unet, diffusion_loss
 from core.errors import StageError
 from core.io import write_json
 from core.params import check_at_least, check_choice, check_positive, to_jsonable
-from detection.figures import image_grid
+from scenes.figures import image_grid
 
 LOSS_COLUMNS = ("step", "loss", "lr", "images_per_s")
 
@@ -219,7 +219,7 @@ class WholeImages:
 
     A training view decides what a batch of training images becomes (`clean`: images in [-1, 1]),
     what of a (flipped) image is diffused and what the model sees beside x_t (`split`), and how the
-    two make the model's input; `augment.upsampler.PatchesWithLowRes` is the other one.
+    two make the model's input; `augment.superres.PatchesWithLowRes` is the other one.
     """
 
     code: tuple = ()                   # modules beside this one whose code the weights depend on

@@ -2,10 +2,10 @@
 plain resampling.
 
 Every guided image of `generate` (made at the generative resolution) is upsampled by the method
-of `upsample.method`: `diffusion`, the trained upsampler (`augment.upsampler.Upsampler`, DDIM in
+of `upsample.method`: `diffusion`, the trained upsampler (`augment.superres.Upsampler`, DDIM in
 `upsample.steps` steps, image i seeded from (seed, image_id) so the batching never changes an
 image), or `bicubic`, the plain resampling every later stage would otherwise apply
-(`detection.prepared.resample_rgb`). With `diffusion`, both are measured against the real
+(`scenes.prepared.resample_rgb`). With `diffusion`, both are measured against the real
 `gen_metrics.real_split` images at the detector's resolution, in the features of
 `gen_metrics.extractor`: FD, KID, precision/recall, and the edge energy (mean absolute difference
 of neighbouring pixels) relative to the real images' (1.0: as sharp as real; bicubic is blurrier).
@@ -29,10 +29,10 @@ from torch import nn
 
 from augment.gen_metrics import as_unit_batch, build_extractor, distances, extract
 from augment.settings import GenMetricsSettings, UpsampleSettings
-from augment.synthetic import MANIFEST_COLUMNS
-from augment.upsampler import Upsampler, upsample_images
+from augment.superres import Upsampler, upsample_images
 from core.errors import StageError
-from detection.prepared import read_rgb, resample_rgb
+from scenes.prepared import read_rgb, resample_rgb
+from scenes.synthetic import MANIFEST_COLUMNS
 
 NOTE = ("Features of the detector-resolution images; the judge learnt at the generative resolution, so "
         "these figures rank the two methods against each other rather than on an absolute scale. Edge "
@@ -85,7 +85,7 @@ def compare_methods(results: dict[str, list[np.ndarray]], real: Sequence[np.ndar
 
 
 def write_upsampled(generated: pd.DataFrame, images: Sequence[np.ndarray], out_dir: Path) -> pd.DataFrame:
-    """out_dir/images/<image_id>.png + manifest.csv: the synthetic-image contract (augment.synthetic)."""
+    """out_dir/images/<image_id>.png + manifest.csv: the synthetic-image contract (scenes.synthetic)."""
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     for image_id, image in zip(generated["image_id"], images):
         Image.fromarray(image).save(out_dir / "images" / f"{image_id}.png")
@@ -98,7 +98,7 @@ def write_upsampled(generated: pd.DataFrame, images: Sequence[np.ndarray], out_d
 def run(generated: pd.DataFrame, real_paths: Sequence[str], settings: UpsampleSettings,
         metrics: GenMetricsSettings, upsampler: Upsampler | None, judge: nn.Module, size: int,
         out_dir: Path) -> tuple[dict, dict[str, float]]:
-    """Upsample `generated` (augment.synthetic.read_generated) into out_dir with settings.method; the
+    """Upsample `generated` (scenes.synthetic.read_generated) into out_dir with settings.method; the
     report (both methods compared when the upsampler is used) and each method's ms per image."""
     if generated.empty:
         raise StageError("upsample: generate made no guided images")

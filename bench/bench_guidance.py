@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from augment.generate import load_models, plan_images, render_shard, report  # noqa: E402
 from augment.settings import GenerateSettings  # noqa: E402
 from core.params import read_params, section  # noqa: E402
-from detection.prepared import class_names  # noqa: E402
 from pipelines.stage import Paths  # noqa: E402
+from scenes.prepared import class_names  # noqa: E402
 
 
 def run_scales(models, base: GenerateSettings, names: list[str], scales: list[float]):

@@ -6,7 +6,7 @@
 Plans the `inpaint` stage's insertions (params `inpaint`, `patch_unet.crops`) on data/prepared with
 the trained patch models (models/patch_*), takes the first `--windows` guided ones and renders them
 once per combination of --steps / --jump-length / --jump-n-sample (every other setting from params),
-timing only the rendering (augment.insert.render_batch: RePaint, measuring, judging). Prints a markdown
+timing only the rendering (augment.inpaint.render_batch: RePaint, measuring, judging). Prints a markdown
 table: UNet calls per window, seconds, insertions per minute and the share kept (measured box and the
 judge's hit). Runs from the repo root (or --root); time it alone on the machine.
 """
@@ -25,14 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from augment import insert  # noqa: E402
+from augment import inpaint  # noqa: E402
 from augment.generate import load_models, plan_batches  # noqa: E402
-from augment.inpaint import repaint_scheduler  # noqa: E402
 from augment.patches import CropSettings  # noqa: E402
+from augment.repaint import repaint_scheduler  # noqa: E402
 from augment.settings import InpaintSettings  # noqa: E402
 from core.params import from_dict, read_params, section  # noqa: E402
-from detection.prepared import class_names  # noqa: E402
 from pipelines.stage import Paths  # noqa: E402
+from scenes.prepared import class_names  # noqa: E402
 
 
 def unet_calls(models, settings: InpaintSettings) -> int:
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     crops = from_dict(CropSettings, params["patch_unet"]["crops"], "params.yaml: patch_unet.crops")
     names = class_names(paths.prepared)
     models = load_models(paths.patch_unet, paths.patch_classifier, paths.patch_judge, names)
-    images, _ = insert.plan(paths.prepared, base, names, crops)
-    jobs = [job for job in insert.jobs(images, base) if job.guided][:args.windows]
+    images, _ = inpaint.plan(paths.prepared, base, names, crops)
+    jobs = [job for job in inpaint.jobs(images, base) if job.guided][:args.windows]
     canvas_rgb = {image.image_id: image.canvas.rgb for image in images}
     print(f"{len(jobs)} guided windows of {crops.px} px (model {models.unet.config.sample_size} px), "
           f"batch {base.batch_size}, {torch.get_num_threads()} torch threads")
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         outcomes = []
         for batch in plan_batches(jobs, settings.batch_size):
-            outcomes += insert.render_batch(models, settings, batch, canvas_rgb)
+            outcomes += inpaint.render_batch(models, settings, batch, canvas_rgb)
         seconds = time.perf_counter() - start
         kept = sum(o.kept for o in outcomes) / max(1, len(outcomes))
         print(f"| {steps} | {length} | {n_sample} | {unet_calls(models, settings)} | {seconds:.1f} | "

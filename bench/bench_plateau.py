@@ -30,10 +30,10 @@ from core.params import read_params, section  # noqa: E402
 from detection.budget import Plan, plateau_epoch  # noqa: E402
 from detection.evaluate import EvaluateSettings, load_test_images  # noqa: E402
 from detection.metrics import METRICS, match_image, summarize  # noqa: E402
-from detection.prepared import class_names  # noqa: E402
 from detection.yolo import YoloParams, load_model, predict, seed_dir, variant_splits, write_dataset_view  # noqa: E402
 from detection.yolo_train import train_seeds  # noqa: E402
 from pipelines.train_yolo import resolve_amp  # noqa: E402
+from scenes.prepared import class_names  # noqa: E402
 
 
 def ap50(weights: Path, images, settings: EvaluateSettings, imgsz: int, n_classes: int) -> np.ndarray:

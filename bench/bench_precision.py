@@ -38,9 +38,9 @@ from accelerate.state import AcceleratorState  # noqa: E402
 from augment.classifier import NoisyLitterClassifier  # noqa: E402
 from augment.guidance import classifier_guidance  # noqa: E402
 from augment.precision import resolve_mixed_precision, sampling_precision  # noqa: E402
+from augment.superres import UpsamplerTrainConfig  # noqa: E402
 from augment.train_unet import UNetTrainConfig  # noqa: E402
 from augment.unet import build_scheduler, build_unet  # noqa: E402
-from augment.upsampler import UpsamplerTrainConfig  # noqa: E402
 from core.params import read_params, section  # noqa: E402
 
 WORKLOADS = ("unet_train", "classifier_train", "unet_sample", "guidance", "upsampler_sample", "yolo_train")

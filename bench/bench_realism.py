@@ -37,14 +37,14 @@ from scipy import ndimage  # noqa: E402
 
 from augment.patches import CropSettings, crop_origin  # noqa: E402
 from augment.settings import InpaintSettings, UpsampleSettings  # noqa: E402
-from augment.upsampler import Upsampler, upsample_images  # noqa: E402
+from augment.superres import Upsampler, upsample_images  # noqa: E402
 from core.params import from_dict, read_params, section  # noqa: E402
 from core.tables import markdown_table  # noqa: E402
 from detection import realism  # noqa: E402
-from detection.prepared import class_names, read_rgb, resample_rgb  # noqa: E402
 from detection.pseudo_label import PseudoLabelSettings  # noqa: E402
 from detection.yolo import YoloParams, load_model, predict, seed_dir  # noqa: E402
 from pipelines.stage import Paths  # noqa: E402
+from scenes.prepared import class_names, read_rgb, resample_rgb  # noqa: E402
 
 GROW = 10  # px around an inserted box searched for its changed pixels
 

@@ -26,11 +26,11 @@ from augment.gen_metrics import measure_generated  # noqa: E402
 from augment.generate import load_models  # noqa: E402
 from augment.settings import GenerateSettings, GenMetricsSettings  # noqa: E402
 from augment.sweep import render_point  # noqa: E402
-from augment.synthetic import read_generated  # noqa: E402
 from core.io import write_csv  # noqa: E402
 from core.params import read_params, section  # noqa: E402
-from detection.prepared import class_names, load_manifest  # noqa: E402
 from pipelines.stage import Paths  # noqa: E402
+from scenes.prepared import class_names, load_manifest  # noqa: E402
+from scenes.synthetic import read_generated  # noqa: E402
 
 FULL = [("ddpm", 250), ("ddim", 10), ("ddim", 25), ("ddim", 50),
         ("dpmsolver++", 10), ("dpmsolver++", 25), ("dpmsolver++", 50)]

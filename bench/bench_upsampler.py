@@ -1,4 +1,4 @@
-"""Is ADM's upsampler worth its time over plain resampling? Train `augment.upsampler` on the
+"""Is ADM's upsampler worth its time over plain resampling? Train `augment.superres` on the
 prepared train + tagged images, then bring real `test` images, area-downsampled to the generative
 resolution, back to the detector's resolution by bicubic resampling and by the upsampler (DDIM at
 each --sample-steps), and compare each with the real images.
@@ -35,9 +35,9 @@ from torchvision.utils import save_image  # noqa: E402
 from augment.classifier import load_classifier  # noqa: E402
 from augment.data import load_image_set, to_model_range  # noqa: E402
 from augment.gen_metrics import JudgeFeatures, extract, frechet_distance, kernel_inception_distance  # noqa: E402
+from augment.superres import PatchesWithLowRes, Upsampler, UpsamplerTrainConfig  # noqa: E402
 from augment.train_unet import train_unet  # noqa: E402
 from augment.upsample import edge_energy  # noqa: E402
-from augment.upsampler import PatchesWithLowRes, Upsampler, UpsamplerTrainConfig  # noqa: E402
 from core.params import deep_merge, from_dict, read_params, section, to_jsonable  # noqa: E402
 from core.profiles import parse_set  # noqa: E402
 from detection.prepare import DatasetParams  # noqa: E402

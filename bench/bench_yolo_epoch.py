@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.io import scratch_dir  # noqa: E402
 from core.params import read_params, section  # noqa: E402
-from detection.budget import Plan  # noqa: E402
-from detection.prepared import class_names  # noqa: E402
-from detection.yolo import YoloParams, variant_splits, write_dataset_view  # noqa: E402
 from detection import yolo_train  # noqa: E402
+from detection.budget import Plan  # noqa: E402
+from detection.yolo import YoloParams, variant_splits, write_dataset_view  # noqa: E402
 from detection.yolo_train import train  # noqa: E402
 from pipelines.train_yolo import resolve_amp  # noqa: E402
+from scenes.prepared import class_names  # noqa: E402
 
 
 def ultralytics_defaults(planned: type) -> type:

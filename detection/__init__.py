@@ -1,1 +1,1 @@
-"""The detection side: dataset formats and import, demo data, YOLO training, pseudo-labels, evaluation, report."""
+"""The detection side: dataset formats and import, demo data, YOLO training, pseudo-labels, copy-paste, realism, evaluation, report."""

@@ -1,6 +1,6 @@
 """The copy-paste control (Ghiasi et al. 2021, "Simple Copy-Paste"; Dwibedi et al. 2017, "Cut,
 Paste and Learn"): real litter pasted into real road images at the places and counts of the
-insertions (`augment.insert`, stage inpaint), so the two compare like for like: the bar an inserted
+insertions (`augment.inpaint`, stage inpaint), so the two compare like for like: the bar an inserted
 object has to reach is a real one cut out and pasted where it was inserted.
 
 - Plan: image i of the inpaint layout (`<paths.pseudo>/inpaint`) gives copy-paste image i (the same
@@ -9,7 +9,7 @@ object has to reach is a real one cut out and pasted where it was inserted.
 - Canvases: the inpaint image's own canvas, a `train` image (boxes from its label file) or a clean
   `tagged` one (no tags, so no litter). `val` and `test` images are never read, as canvas or source.
 - Sources: the `train` boxes. Where the prepared data have an instance map
-  (`detection.prepared.read_instance_masks`), the instance's pixels are pasted with alpha 1 (the
+  (`scenes.prepared.read_instance_masks`), the instance's pixels are pasted with alpha 1 (the
   paper's hard masks: form `mask`); otherwise, as in most exports (YOLO, Roboflow: boxes only), the
   box crop, with an alpha that falls linearly from 1 to 0 over `feather_px` towards the crop's edge,
   measured from each pixel's centre, so every crop pixel keeps alpha > 0 (form `box`). A box crop
@@ -37,10 +37,10 @@ from PIL import Image
 from core.errors import StageError
 from core.params import check_at_least
 from core.tables import read_table
-from detection.boxes import Detections, labels_to_pixels, pixels_to_labels, read_labels_px
-from detection.canvases import Canvas, canvases
-from detection.figures import draw_boxes, image_grid
-from detection.prepared import load_manifest, read_instance_masks, read_rgb, read_yolo_labels
+from scenes.boxes import Detections, disjoint, labels_to_pixels, pixels_to_labels, read_labels_px
+from scenes.canvases import Canvas, canvases
+from scenes.figures import draw_boxes, image_grid
+from scenes.prepared import load_manifest, read_instance_masks, read_rgb, read_yolo_labels
 
 MANIFEST = ("image_id", "path", "source_path", "group", "n_boxes", "classes", "n_pasted", "pasted")
 
@@ -173,11 +173,6 @@ def source_instances(prepared: Path, feather_px: float) -> dict[int, list[Instan
 
 
 # ---- placement and composition
-
-def disjoint(a: Sequence[float], b: Sequence[float]) -> bool:
-    """Zero intersection area of two xyxy boxes (touching edges allowed)."""
-    return min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1])
-
 
 def centred(box: Sequence[float], h: int, w: int, height: int, width: int) -> tuple[int, int]:
     """The offset that centres an h x w object on `box`, moved wholly inside the image."""

@@ -21,7 +21,6 @@ import pandas as pd
 from core.errors import StageError
 from core.params import check_at_least
 from core.tables import read_table
-from detection.boxes import Detections, read_labels_px
 from detection.budget import BUDGET_FILE, read_budget
 from detection.metrics import (
     METRICS,
@@ -34,8 +33,9 @@ from detection.metrics import (
     seed_spread,
     summarize,
 )
-from detection.prepared import load_manifest, read_rgb
 from detection.yolo import PredictSettings, load_model, predict, seed_dir
+from scenes.boxes import Detections, read_labels_px
+from scenes.prepared import load_manifest, read_rgb
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from core.params import check_at_least
-from detection.boxes import Detections
 from detection.yolo import ultralytics_offline
+from scenes.boxes import Detections
 
 METRICS = ("precision", "recall", "mAP50", "mAP50-95")
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)

@@ -17,7 +17,7 @@ sizes (`detection.preflight`) measures every box of the boxed dataset at `image_
 Instance masks (COCO / TACO segmentation, `SourceBox.mask`) are rasterised in source px
 (`detection.masks`), resized with the image's own geometry (`square_geometry`) by area average,
 and an output pixel goes to the instance covering at least `MASK_COVERAGE` of it (the one
-covering it most); the instance map is written for boxed splits (`detection.prepared`).
+covering it most); the instance map is written for boxed splits (`scenes.prepared`).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from detection.formats import FORMATS, dataset_root, detect_format, read_dataset
 from detection.masks import instance_map, source_mask_pixels
 from detection.pool import POOL_KEY_PREFIX, TAGS_FILE, PoolRecord, read_pool
 from detection.preflight import preflight
-from detection.prepared import BOXED_SPLITS, MANIFEST_COLUMNS, SPLITS
 from detection.records import ON_ERROR, BadRecord, Problems, SourceBox, SourceImage
 from detection.splits import SplitParams, assign_splits
+from scenes.prepared import BOXED_SPLITS, MANIFEST_COLUMNS, SPLITS
 
 PAD_GREY = (114, 114, 114)
 MASK_COVERAGE = 0.5      # an output pixel belongs to an instance whose mask covers at least this share of it
@@ -88,7 +88,7 @@ class PreparedImage:
     boxes: tuple[tuple[int, float, float, float, float], ...]  # (class index, cx, cy, w, h) normalised
     source_sides: tuple[float, ...]          # each box's shorter side in source px (the preflight's)
     source_masks: int                        # boxes whose source has a mask
-    instances: np.ndarray | None             # instance map [size, size] (detection.prepared); None: no mask
+    instances: np.ndarray | None             # instance map [size, size] (scenes.prepared); None: no mask
 
 
 def map_name(params: DatasetParams, label: str, supercategory: str | None = None) -> str | None:

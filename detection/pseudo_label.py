@@ -35,11 +35,11 @@ import torch
 import torchvision
 from PIL import Image
 
-from augment.synthetic import read_generated
 from core.params import check_at_least
-from detection.boxes import Detections, pixels_to_labels
-from detection.prepared import read_rgb
 from detection.yolo import PredictSettings, load_model, predict
+from scenes.boxes import Detections, pixels_to_labels
+from scenes.prepared import read_rgb
+from scenes.synthetic import read_generated
 
 REASONS = ("kept", "kept_background", "missing_required", "background_cap")
 
@@ -80,7 +80,7 @@ class Decision:
 
 
 def synthetic_pool(synthetic: Path | str, names: Sequence[str], require_target: bool) -> list[PoolImage]:
-    """Synthetic images in the contract of augment.synthetic (stage upsample's), grouped by target class."""
+    """Synthetic images in the contract of scenes.synthetic (stage upsample's), grouped by target class."""
     frame = read_generated(synthetic, names)
     return [PoolImage(row.image_id, Path(row.abspath),
                       frozenset({names.index(row.target)}) if require_target else frozenset(), None, row.target)
@@ -201,7 +201,7 @@ def run(pool: Sequence[PoolImage], weights: Path | str, settings: PseudoLabelSet
         names: Sequence[str], out_dir: Path, size: int) -> dict[str, Any]:
     """Label `pool` with the detector at `weights`, write the kept images as a YOLO layout; the report.
 
-    Every image is first brought to size x size, the prepared images' (`detection.prepared.resample_rgb`;
+    Every image is first brought to size x size, the prepared images' (`scenes.prepared.resample_rgb`;
     stage upsample already delivers the synthetic ones at that size). An empty pool (`split.mode:
     use_all_boxes` without an unlabelled folder) writes an empty layout: its variant adds nothing."""
     images = [read_rgb(p.path, size) for p in pool]

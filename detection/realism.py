@@ -41,8 +41,8 @@ import pandas as pd
 
 from core.errors import StageError
 from core.tables import read_table
-from detection.boxes import Detections, read_labels_px
-from detection.prepared import load_manifest, read_rgb, resample_rgb
+from scenes.boxes import Detections, read_labels_px
+from scenes.prepared import load_manifest, read_rgb, resample_rgb
 
 # source folder under paths.pseudo -> (variant it feeds, manifest column counting its synthetic label lines
 # (None: every line), the stage that writes it).

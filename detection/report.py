@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 
 from core.tables import markdown_table
-from detection.boxes import Detections, labels_to_pixels
 from detection.budget import budget_line
 from detection.evaluate import EvaluateSettings, Evaluation
-from detection.figures import draw_boxes, image_grid
 from detection.metrics import METRICS, Delta
-from detection.prepared import label_path, read_rgb, read_yolo_labels
+from scenes.boxes import Detections, labels_to_pixels
+from scenes.figures import draw_boxes, image_grid
+from scenes.prepared import label_path, read_rgb, read_yolo_labels
 
 
 def plot_pr_curves(ev: Evaluation, path: Path) -> None:

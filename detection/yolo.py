@@ -1,5 +1,5 @@
 """YOLO detector through ultralytics, fully offline: setup, settings, dataset views, prediction
-(the boxes it returns and their label-file form: `detection.boxes`; training: `detection.yolo_train`).
+(the boxes it returns and their label-file form: `scenes.boxes`; training: `detection.yolo_train`).
 
 Ultralytics reads its settings and fonts from `YOLO_CONFIG_DIR` when it is first imported, so
 every import of it in this project goes through `ultralytics_offline()`, which first points that
@@ -30,10 +30,10 @@ import yaml
 
 from core.errors import StageError, warn
 from core.params import check_at_least
-from detection.boxes import Detections
 from detection.budget import BudgetSettings
-from detection.prepared import label_path, load_manifest
 from detection.realism import SOURCES, gate_left_out
+from scenes.boxes import Detections
+from scenes.prepared import label_path, load_manifest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / ".yolo_config"

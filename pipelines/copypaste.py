@@ -16,8 +16,8 @@ import matplotlib
 from core.io import atomic_dirs, write_json
 from core.params import section
 from detection import copypaste
-from detection.prepared import class_names
 from pipelines.stage import run_stage, stage_args
+from scenes.prepared import class_names
 
 
 def _main(argv: list[str] | None) -> None:

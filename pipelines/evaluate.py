@@ -23,9 +23,9 @@ from core.errors import warn
 from core.io import atomic_dirs, write_json, write_text
 from core.params import section
 from detection import evaluate, report
-from detection.prepared import class_names
 from detection.yolo import YoloParams
 from pipelines.stage import Launch, run_stage, stage_args
+from scenes.prepared import class_names
 
 
 def _main(argv: list[str] | None) -> None:

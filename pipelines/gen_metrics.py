@@ -15,11 +15,11 @@ import sys
 from augment.classifier import load_classifier
 from augment.gen_metrics import measure_generated
 from augment.settings import GenMetricsSettings
-from augment.synthetic import read_generated
 from core.io import write_json
 from core.params import section
-from detection.prepared import class_names, load_manifest
 from pipelines.stage import run_stage, stage_args
+from scenes.prepared import class_names, load_manifest
+from scenes.synthetic import read_generated
 
 
 def _main(argv: list[str] | None) -> None:

@@ -4,7 +4,7 @@
     accelerate launch --num_processes N -m pipelines.generate        # N disjoint shards, same images
 
 Outputs: <paths.synthetic>/images/<image_id>.png + params.json, <paths.synthetic>/manifest.csv
-(guided images only, `target` always a class name; augment.synthetic), <paths.synthetic>/control/
+(guided images only, `target` always a class name; scenes.synthetic), <paths.synthetic>/control/
 (the unguided controls: images/ + manifest.csv with guidance_scale 0, same seeds as their guided
 twins) and <paths.reports>/generation.json (judge hit rates, augment.generate.report).
 """
@@ -23,8 +23,8 @@ from augment.precision import resolved_settings
 from augment.settings import GenerateSettings
 from core.io import atomic_dirs, write_json
 from core.params import section
-from detection.prepared import class_names, load_manifest
 from pipelines.stage import run_stage, stage_args
+from scenes.prepared import class_names, load_manifest
 
 
 def _main(argv: list[str] | None) -> None:

@@ -1,4 +1,4 @@
-"""Stage inpaint: litter inserted into real road scenes with classifier-guided RePaint (augment.insert).
+"""Stage inpaint: litter inserted into real road scenes with classifier-guided RePaint (augment.inpaint).
 
     python -m pipelines.inpaint                                  # one process
     accelerate launch --num_processes N -m pipelines.inpaint     # N disjoint shards, same images
@@ -19,7 +19,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 
-from augment import insert
+from augment import inpaint
 from augment.generate import load_models
 from augment.patches import CropSettings, crop_sides
 from augment.precision import resolved_settings
@@ -27,8 +27,8 @@ from augment.settings import InpaintSettings
 from core.errors import StageError
 from core.io import atomic_dirs, write_json
 from core.params import from_dict, section
-from detection.prepared import class_names
 from pipelines.stage import run_stage, stage_args
+from scenes.prepared import class_names
 
 
 def _main(argv: list[str] | None) -> None:
@@ -44,17 +44,17 @@ def _main(argv: list[str] | None) -> None:
         if side < size or side % size:
             raise StageError(f"params.yaml: patch_unet.crops side {side} must be a multiple of the patch UNet's "
                              f"{size} px (windows are area-downsampled by a whole factor)")
-    images, quota = insert.plan(paths.prepared, settings, names, crops)
-    jobs = insert.jobs(images, settings)
-    shard = insert.render_shard(models, settings, jobs, images, state.process_index, state.num_processes,
+    images, quota = inpaint.plan(paths.prepared, settings, names, crops)
+    jobs = inpaint.jobs(images, settings)
+    shard = inpaint.render_shard(models, settings, jobs, images, state.process_index, state.num_processes,
                                 progress=state.is_main_process)
     order = {job: i for i, job in enumerate(jobs)}
     outcomes = sorted(gather_object(shard), key=lambda outcome: order[outcome.job])  # plan order, any sharding
     if state.is_main_process:
         with atomic_dirs(paths.pseudo / "inpaint", paths.reports / "inpaint") as (out_dir, figures):
-            manifest = insert.write_layout(images, outcomes, out_dir, names)
-            result = insert.report(images, outcomes, quota, settings, names, len(manifest))
-            result["examples"] = insert.examples_grid(outcomes, figures / "examples.png", names,
+            manifest = inpaint.write_layout(images, outcomes, out_dir, names)
+            result = inpaint.report(images, outcomes, quota, settings, names, len(manifest))
+            result["examples"] = inpaint.examples_grid(outcomes, figures / "examples.png", names,
                                                       settings.grid_images, settings.grid_scale)
             write_json(out_dir / "params.json", {"inpaint": settings, "crops": crops})
             write_json(paths.reports / "inpaint.json", result)

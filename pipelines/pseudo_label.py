@@ -20,9 +20,9 @@ from core.errors import warn
 from core.io import atomic_dir, write_json
 from core.params import section
 from detection import pseudo_label
-from detection.prepared import class_names, image_size, load_manifest
 from detection.yolo import YoloParams, seed_dir
 from pipelines.stage import run_stage, stage_args
+from scenes.prepared import class_names, image_size, load_manifest
 
 REPORTS = {"synthetic": "pseudo_label.json", "tagged": "pseudo_label_tagged.json"}
 

@@ -21,14 +21,14 @@ import torch
 from augment.classifier import load_classifier
 from augment.gen_metrics import build_extractor, per_class_fd
 from augment.settings import GenMetricsSettings
-from augment.synthetic import read_generated
 from core.io import atomic_dir, write_json
 from core.params import section
 from detection import realism
-from detection.prepared import class_names, read_rgb
 from detection.pseudo_label import PseudoLabelSettings
 from detection.yolo import YoloParams, load_model, predict, seed_dir
 from pipelines.stage import run_stage, stage_args
+from scenes.prepared import class_names, read_rgb
+from scenes.synthetic import read_generated
 
 
 def detector_ious(objects: Sequence[realism.SyntheticObject], models: Sequence, settings: PseudoLabelSettings,

@@ -29,7 +29,7 @@ class Paths:
     """params.yaml `paths`: where every artifact lives; dvc.yaml reads the same entries (`${paths.*}`)."""
 
     demo: Path               # demo_data output, a COCO dataset
-    prepared: Path           # import output, the prepared-dataset contract (detection.prepared)
+    prepared: Path           # import output, the prepared-dataset contract (scenes.prepared)
     unet: Path               # models: save_pretrained folders
     unet_checkpoints: Path
     upsampler: Path
@@ -41,7 +41,7 @@ class Paths:
     patch_classifier: Path
     patch_judge: Path
     yolo: Path               # one folder per variant
-    synthetic: Path          # generate output (augment.synthetic)
+    synthetic: Path          # generate output (scenes.synthetic)
     upsampled: Path          # upsample output: the guided images at the detector's resolution (same contract)
     sweep: Path              # one folder per guidance scale
     pseudo: Path             # the variants' added images: synthetic/, tagged/ (pseudo-labelled), copypaste/

@@ -17,13 +17,13 @@ from augment.generate import load_models
 from augment.precision import resolved_settings
 from augment.settings import GenerateSettings, GenMetricsSettings, SweepSettings
 from augment.sweep import point_settings, render_point
-from augment.synthetic import read_generated
 from augment.tradeoff import point_summary, scale_dir_name
 from core.errors import StageError
 from core.io import atomic_dir, write_csv, write_json
 from core.params import section
-from detection.prepared import class_names, load_manifest
 from pipelines.stage import run_stage, stage_args
+from scenes.prepared import class_names, load_manifest
+from scenes.synthetic import read_generated
 
 
 def _main(argv: list[str] | None) -> None:

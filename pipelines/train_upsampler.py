@@ -1,6 +1,6 @@
 """Stage train_upsampler: ADM's super-resolution model, from the generative resolution to the detector's.
 
-Trains `augment.upsampler` on crops of the prepared train + tagged + unlabelled images (params `upsampler`) with
+Trains `augment.superres` on crops of the prepared train + tagged + unlabelled images (params `upsampler`) with
 the scene UNet's machinery: resumable from <paths.upsampler_checkpoints>/, `accelerate launch`
 ready (only the main process writes). Writes <paths.upsampler>/ (the EMA model, upsampler.json,
 params.json, samples.png: real | bicubic | upsampled `val` images) and <paths.reports>/upsampler/
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import sys
 
+from augment.superres import PatchesWithLowRes, UpsamplerTrainConfig, write_upsampler_outputs
 from augment.train_unet import train_unet
-from augment.upsampler import PatchesWithLowRes, UpsamplerTrainConfig, write_upsampler_outputs
 from core.errors import StageError
 from core.io import atomic_dirs
 from core.params import section
-from detection.prepared import image_size
 from pipelines.stage import run_stage, stage_args
+from scenes.prepared import image_size
 
 
 def _main(argv: list[str] | None) -> None:

@@ -8,7 +8,7 @@
 - copypaste: real `train` + real litter pasted into real scenes (<paths.pseudo>/copypaste), as many
   objects per class as `augmented` adds: the control a synthetic-data method has to beat
 - inpaint:   real `train` + real scenes with litter inserted by guided RePaint, boxes measured
-  (<paths.pseudo>/inpaint, augment.insert), at most `yolo.mix.synthetic_ratio` per real image
+  (<paths.pseudo>/inpaint, augment.inpaint), at most `yolo.mix.synthetic_ratio` per real image
 
 Every variant trains once per seed in `yolo.seeds` on the same images, `yolo.parallel` seeds at
 once, for the detector budget the baseline finds (detection.budget, <paths.yolo>/baseline/budget.json).
@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 from core.io import atomic_dirs, scratch_dir, write_json
 from core.params import section
 from detection.budget import batches_per_epoch, budget_line
-from detection.prepared import class_names
 from detection.yolo import (
     VARIANTS,
     TrainSettings,
@@ -37,6 +36,7 @@ from detection.yolo import (
 )
 from detection.yolo_train import train_variant
 from pipelines.stage import Launch, run_stage, stage_args
+from scenes.prepared import class_names
 
 if TYPE_CHECKING:
     from augment.precision import Precision

@@ -4,7 +4,7 @@ Reads <paths.synthetic> (manifest.csv, images/ at the generative resolution), <p
 (method diffusion), <paths.judge> and the real `gen_metrics.real_split` images of
 <paths.prepared> (the comparison's features); params `upsample` and `gen_metrics`. Writes
 <paths.upsampled>/ (images/ at the prepared images' size + manifest.csv, the synthetic-image
-contract of augment.synthetic, which `pseudo_label` reads) and <paths.reports>/upsample.json
+contract of scenes.synthetic, which `pseudo_label` reads) and <paths.reports>/upsample.json
 (upsampler vs bicubic resampling: FD / KID / precision / recall, edge energy).
 """
 
@@ -18,12 +18,12 @@ from augment import upsample
 from augment.classifier import load_classifier
 from augment.precision import resolved_settings
 from augment.settings import GenMetricsSettings, UpsampleSettings
-from augment.synthetic import read_generated
-from augment.upsampler import Upsampler
+from augment.superres import Upsampler
 from core.io import atomic_dir, write_json
 from core.params import section
-from detection.prepared import class_names, image_size, load_manifest
 from pipelines.stage import run_stage, stage_args
+from scenes.prepared import class_names, image_size, load_manifest
+from scenes.synthetic import read_generated
 
 
 def _main(argv: list[str] | None) -> None:

@@ -22,12 +22,11 @@ from torch import nn
 
 from augment.classifier import NoisyLitterClassifier
 from augment.settings import GenerateSettings, GenMetricsSettings, InpaintSettings, SweepSettings, UpsampleSettings
+from augment.superres import PatchesWithLowRes, Upsampler, UpsamplerTrainConfig
 from augment.train_classifier import ClassifierTrainConfig, PatchClassifierTrainConfig
 from augment.train_unet import PatchUNetTrainConfig, UNetTrainConfig
 from augment.unet import ArchConfig, ScheduleConfig, build_scheduler
-from augment.upsampler import PatchesWithLowRes, Upsampler, UpsamplerTrainConfig
 from core.params import deep_merge, from_dict
-from detection.canvases import canvases
 from detection.copypaste import CopyPasteSettings
 from detection.demo import DemoSettings
 from detection.evaluate import EvaluateSettings
@@ -37,6 +36,7 @@ from detection.realism import QualityGateSettings
 from detection.splits import SplitParams
 from detection.yolo import YoloParams
 from pipelines.stage import Launch, Paths
+from scenes.canvases import canvases
 
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -345,9 +345,9 @@ def hand_evaluation(found: dict[str, list[list[int]]], n_images: int = 3, n_resa
     """`detection.evaluate.Evaluation` of `n_images` 16-px images, each with one bottle and one can;
     `found[variant][k]` lists the classes seed k of the variant detects, exactly (conf 0.9, 0.8).
     The first variant is the reference."""
-    from detection.boxes import Detections
     from detection.evaluate import Evaluation, TestImage
     from detection.metrics import BootstrapSettings, bootstrap_deltas, match_image, summarize
+    from scenes.boxes import Detections
 
     rng = np.random.default_rng(0)
     gt_xyxy, gt_cls = np.array([[2, 2, 8, 8], [9, 9, 14, 14]], np.float32), np.array([0, 1])
@@ -370,7 +370,7 @@ def hand_evaluation(found: dict[str, list[list[int]]], n_images: int = 3, n_resa
 # ---- copy-paste fixtures: instance maps on the tiny prepared data, a pseudo-labelled layout
 
 def write_tiny_masks(prepared: Path, every: int = 2) -> list[str]:
-    """Instance maps (`detection.prepared`) for every `every`-th `train` image of write_tiny_prepared:
+    """Instance maps (`scenes.prepared`) for every `every`-th `train` image of write_tiny_prepared:
     each 5x5 blob without its four corners (value k for label line k). Returns the image ids given one."""
     ids = []
     for i, label in enumerate(sorted((prepared / "labels" / "train").glob("*.txt"))):

@@ -36,11 +36,26 @@ from typing import Any
 import yaml
 from PIL import Image
 
-from detection.formats import (SPLIT_DIR_NAMES, YOLO_YAML_NAMES, add_unique, read_annotation_text, resolve_under,
-                               split_name)
-from detection.prepared import label_path
-from detection.records import (IMAGE_SUFFIXES, BadRecord, MissingSplit, Problems, SourceBox, SourceImage, fatal,
-                               image_key, resolve_inside)
+from detection.formats import (
+    SPLIT_DIR_NAMES,
+    YOLO_YAML_NAMES,
+    add_unique,
+    read_annotation_text,
+    resolve_under,
+    split_name,
+)
+from detection.records import (
+    IMAGE_SUFFIXES,
+    BadRecord,
+    MissingSplit,
+    Problems,
+    SourceBox,
+    SourceImage,
+    fatal,
+    image_key,
+    resolve_inside,
+)
+from scenes.prepared import label_path
 
 SPLIT_KEYS = ("train", "val", "test")
 NORMALISED_TOLERANCE = 1e-3

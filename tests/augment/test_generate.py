@@ -20,11 +20,11 @@ from augment.generate import (
     report,
 )
 from augment.settings import GenerateSettings
-from augment.synthetic import MANIFEST_COLUMNS
 from core.errors import StageError
 from core.params import section
-from detection.prepared import load_manifest
 from pipelines import generate as stage
+from scenes.prepared import load_manifest
+from scenes.synthetic import MANIFEST_COLUMNS
 from tests import support
 from tests.support import TINY_CLASSES, TINY_GENERATE, TINY_SIZE, write_params, write_tiny_models
 

@@ -6,8 +6,8 @@ import pytest
 from augment.patches import CropSettings, crop_origin, inside_share, load_crop_set, load_training_set, window_side
 from augment.train_classifier import ClassifierTrainConfig
 from core.errors import StageError
-from detection.boxes import read_labels_px
-from detection.prepared import load_manifest, read_rgb, resample_rgb
+from scenes.boxes import read_labels_px
+from scenes.prepared import load_manifest, read_rgb, resample_rgb
 from tests.support import TINY_CLASSES, TINY_SIZE, settings
 
 

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from augment.settings import GenMetricsSettings, UpsampleSettings
-from augment.synthetic import read_generated
 from augment.upsample import compare_methods, edge_energy, image_seed, run
 from core.errors import StageError
-from detection.prepared import load_manifest, read_rgb, resample_rgb
+from scenes.prepared import load_manifest, read_rgb, resample_rgb
+from scenes.synthetic import read_generated
 from tests.support import TINY_CLASSES, TINY_SIZE, make_synthetic, settings, tiny_noisy_classifier, tiny_upsampler
 
 SETTINGS = settings(UpsampleSettings, "upsample", method="diffusion", steps=2, seed=0, batch_size=2)

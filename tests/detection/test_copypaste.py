@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from core.errors import StageError
-from detection.boxes import labels_to_pixels
-from detection.copypaste import Canvas, Instance, box_instance, disjoint, feather_alpha, mask_instance, place, plan
-from detection.prepared import load_manifest, read_rgb, read_yolo_labels
+from detection.copypaste import Canvas, Instance, box_instance, feather_alpha, mask_instance, place, plan
 from pipelines import copypaste
+from scenes.boxes import disjoint, labels_to_pixels
+from scenes.prepared import load_manifest, read_rgb, read_yolo_labels
 from tests.support import TINY_CLASSES, write_inpaint_layout, write_params, write_tiny_masks, write_tiny_prepared
 
 # the objects stage inpaint inserted: 7 images, one that kept none

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detection.prepared import class_names, load_manifest, mask_path, read_instance_masks, read_yolo_labels
 from pipelines import import_dataset
+from scenes.prepared import class_names, load_manifest, mask_path, read_instance_masks, read_yolo_labels
 from tests import support
 from tests.support import REPO, make_image, roboflow_yolo, voc_devkit
 

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from detection.boxes import Detections
 from detection.metrics import (
     METRICS,
     BootstrapSettings,
@@ -17,6 +16,7 @@ from detection.metrics import (
     summarize,
 )
 from detection.yolo import ultralytics_offline
+from scenes.boxes import Detections
 
 GT = np.array([[0, 0, 10, 10]], np.float32)
 

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from augment.data import GENERATIVE_SPLITS, ROAD_SPLITS, load_image_set
-from detection.canvases import canvases
-from detection.prepared import load_manifest
 from detection.pseudo_label import tagged_pool
+from scenes.canvases import canvases
+from scenes.prepared import load_manifest
 from tests.detection.test_import import CLASSES, make_coco, many_images, run_import, write_params
 
 

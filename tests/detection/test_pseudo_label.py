@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from core.errors import StageError
-from detection.boxes import Detections
-from detection.prepared import load_manifest, read_rgb, read_yolo_labels
 from detection.pseudo_label import PoolImage, cap_background, decide, predict_tta, synthetic_pool, tagged_pool
 from detection.yolo import PredictSettings
 from pipelines import pseudo_label, train_yolo
+from scenes.boxes import Detections
+from scenes.prepared import load_manifest, read_rgb, read_yolo_labels
 from tests.support import TINY_DETECTION, make_synthetic, move_tagged_to_unlabelled, write_params, write_tiny_prepared
 
 NAMES = ["bottle", "can", "paper"]

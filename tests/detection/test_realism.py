@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from core.errors import StageError
-from detection.boxes import Detections
 from detection.realism import (
     QualityGateSettings,
     SyntheticObject,
@@ -25,6 +24,7 @@ from detection.realism import (
     scene_objects,
 )
 from detection.yolo import YoloParams, added_images
+from scenes.boxes import Detections
 from tests.support import TINY_CLASSES, settings, write_inpaint_layout, write_pseudo_layout, write_tiny_prepared
 
 

@@ -14,7 +14,10 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("core", "augment", "detection", "pipelines")
+# The documented package order (README, "Layout"), bottom first: a package imports only packages of
+# a lower layer; the two sides of one layer never import each other.
+LAYERS = (("core",), ("scenes",), ("augment", "detection"), ("pipelines",))
+PACKAGES = tuple(package for layer in LAYERS for package in layer)
 
 
 def module_file(name: str) -> Path | None:
@@ -94,9 +97,15 @@ def test_listed_deps_exist():
                 assert (ROOT / dep).exists(), f"dvc.yaml stage {name}: dep {dep} does not exist"
 
 
-def test_library_never_imports_the_stage_layer():
-    for package in ("core", "augment", "detection"):
-        for path in (ROOT / package).rglob("*.py"):
-            bad = {n for n in project_imports(path) if n.split(".")[0] == "pipelines"}
-            bad |= {n for n in project_imports(path) if package == "core" and n.split(".")[0] != "core"}
-            assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)} from a layer above it"
+def layer_of(package: str) -> int:
+    return next(i for i, layer in enumerate(LAYERS) if package in layer)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_a_package_imports_only_the_layers_below_it(package):
+    assert {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()} - {"tests", "bench"} == set(PACKAGES), \
+        "a package missing from LAYERS"
+    for path in sorted((ROOT / package).rglob("*.py")):
+        imported = {name.split(".")[0] for name in project_imports(path)} - {package}
+        upward = sorted(p for p in imported if layer_of(p) >= layer_of(package))
+        assert not upward, f"{path.relative_to(ROOT)} imports {upward}: not below {package} in {LAYERS}"

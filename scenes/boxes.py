@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from detection.prepared import label_path, read_yolo_labels
+from scenes.prepared import label_path, read_yolo_labels
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,11 @@ def pixels_to_labels(det: Detections, width: int, height: int) -> str:
         lines.append(f"{int(c)} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
                      f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}")
     return "".join(line + "\n" for line in lines)
+
+
+def disjoint(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Zero intersection area of two xyxy boxes (touching edges allowed)."""
+    return min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1])
 
 
 def read_labels_px(image_path: Path | str, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,11 +1,11 @@
-"""augment.synthetic: the generated-image manifest, read the same way by every stage after generate."""
+"""scenes.synthetic: the generated-image manifest, read the same way by every stage after generate."""
 
 from __future__ import annotations
 
 import pytest
 
-from augment.synthetic import read_generated
 from core.errors import StageError
+from scenes.synthetic import read_generated
 from tests.support import TINY_CLASSES, make_synthetic
 
 

@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from detection.boxes import read_labels_px
-from detection.prepared import BOXED_SPLITS, label_path, load_manifest, read_rgb
+from scenes.boxes import read_labels_px
+from scenes.prepared import BOXED_SPLITS, label_path, load_manifest, read_rgb
 
 
 @dataclass(frozen=True)

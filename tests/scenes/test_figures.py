@@ -1,4 +1,4 @@
-"""detection.figures: boxes drawn where they are, grids written."""
+"""scenes.figures: boxes drawn where they are, grids written."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import matplotlib
 import numpy as np
 from PIL import Image
 
-from detection.figures import PALETTE, draw_boxes, image_grid
+from scenes.figures import PALETTE, draw_boxes, image_grid
 
 
 def test_draw_boxes_upscales_and_outlines_each_box_in_its_class_colour():

@@ -1,4 +1,4 @@
-"""augment/upsampler.py: ADM's super-resolution model, its training view, conditioning and sampling."""
+"""augment/superres.py: ADM's super-resolution model, its training view, conditioning and sampling."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 
 from augment.samplers import sample
-from augment.train_unet import UNetTrainConfig, train_unet
-from augment.unet import build_scheduler, build_unet
-from augment.upsampler import (
+from augment.superres import (
     LowResConditioned,
     PatchesWithLowRes,
     Upsampler,
@@ -22,6 +20,8 @@ from augment.upsampler import (
     low_res_condition,
     upsample_images,
 )
+from augment.train_unet import UNetTrainConfig, train_unet
+from augment.unet import build_scheduler, build_unet
 from core.errors import StageError
 from tests.support import TINY_SIZE, TINY_UPSAMPLER, adm_schedule, settings, tiny_arch, tiny_upsampler
 

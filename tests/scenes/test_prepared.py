@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from core.errors import StageError
-from detection.prepared import image_size, label_path, read_rgb, resample_rgb
+from scenes.prepared import image_size, label_path, read_rgb, resample_rgb
 
 
 def test_read_rgb_returns_uint8_hwc_and_converts_grey(tmp_path):

@@ -8,9 +8,12 @@ BIN := $(VENV)/bin
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch/torchvision first (pinned in constraints.txt): pip takes these builds from the machine's local wheel store.
+# torch/torchvision first (pinned in constraints.txt): pip takes these builds from the machine's local wheel
+# store, else from PyPI (CUDA builds on Linux x86_64). A CPU-only machine can take PyTorch's CPU builds instead:
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 install: $(BIN)/python
-	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt torch torchvision
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch torchvision
 	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
 
 # Stage commands call `python`: the venv's bin must come first on PATH.

@@ -116,7 +116,7 @@ def load_models(unet_dir: Path, classifier_dir: Path, judge_dir: Path, class_nam
     """The trained UNet + scheduler, guidance classifier and judge, checked against each other;
     `unet_stage` is the stage that makes the UNet, for the error lines. The UNet samples at
     `precision` (augment.precision.sampling_precision); the guidance classifier stays fp32 (its
-    gradient gained 1.02x in bf16, bench/RESULTS.md), and so does the judge, which measures."""
+    gradient gains next to nothing in bf16, bench/RESULTS.md), and so does the judge, which measures."""
     device = torch.device(device)
     for path in (unet_dir / CONFIG_NAME, unet_dir / SAFETENSORS_WEIGHTS_NAME,
                  unet_dir / "scheduler" / "scheduler_config.json"):

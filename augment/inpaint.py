@@ -4,7 +4,7 @@
   object k of class c has seed `image_seed(seed, c, k)`. The objects, shuffled with `seed`, are
   dealt `objects_per_image` to an image.
 - Canvas: a real image whose boxes are all known, a boxed `train` image or a clean (untagged)
-  `tagged` one (`detection.copypaste.canvases`); `val` and `test` are never read. Image i draws
+  `tagged` one (`scenes.canvases.canvases`); `val` and `test` are never read. Image i draws
   canvas, sizes and places from a generator seeded (seed, i), trying up to `canvas_tries`
   canvases (the first that takes every object wins, else the one that took the most).
 - Place: a box of a size drawn from the `train` boxes of its class (shrunk, aspect kept, to leave

@@ -4,14 +4,14 @@
 the CPU has bf16 instructions (AVX512-BF16 or AMX), since elsewhere bf16 is emulated and slower
 than fp32. torch's own capability report misses some of those CPUs: on a 2-core AMD EPYC whose
 /proc/cpuinfo lists `avx512_bf16`, `torch.backends.cpu.get_cpu_capability()` says `AVX512`, and
-a UNet training step there runs 1.5x faster under bf16 autocast (bench/RESULTS.md). So the flags
+a UNet training step there runs faster under bf16 autocast (bench/RESULTS.md). So the flags
 the kernel reports count as well.
 
 Training precision is accelerate's `mixed_precision`. Sampling (`sampling_precision`) runs a
 model's forward under the same autocast and hands its outputs back in fp32 (accelerate's
 `convert_outputs_to_fp32`, as `Accelerator.prepare_model` does), so the schedulers' arithmetic
 stays fp32. The sampling stages use it for the UNets only: the guidance classifier's gradient ran
-1.02x faster in bf16 there, not worth its rounding.
+hardly faster in bf16 there (bench/RESULTS.md), not worth its rounding.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ def point_settings(base: GenerateSettings, sweep: SweepSettings, scale: float,
         base, guidance_scale=float(scale), sampler=sweep.sampler, steps=sweep.steps,
         eta=base.eta if sweep.sampler == "ddim" else 0.0,
         quota={name: sweep.per_class for name in class_names}, control_per_class=0,
+        balance_factor=0.0, min_per_class=0,  # unused beside an explicit quota: not read from `generate`
     )
 
 

@@ -1,6 +1,6 @@
 """The guidance-scale trade-off: sweep points -> one table row per scale, and its figure.
 
-Reads what each sweep point wrote (`augment.sweep.point_summary`); the figure shows scale vs FD,
+Reads what each sweep point wrote (`point_summary`, pipelines.sweep_point); the figure shows scale vs FD,
 precision, recall and judge hit rate (Dhariwal & Nichol 2021, Fig. 4). The calling script
 chooses the matplotlib backend.
 """

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 import torch
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from accelerate.utils import broadcast, set_seed
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
@@ -40,6 +40,7 @@ import augment.unet
 from augment.data import GENERATIVE_SPLITS, ROAD_SPLITS, EpochBatchSampler, IndexDataset, to_model_range
 from augment.patches import CropSettings, load_training_set
 from augment.precision import resolve_mixed_precision
+from augment.processes import process_state
 from augment.samplers import sample
 from augment.settings import MIXED_PRECISION
 from augment.training import over_budget, warn_time_stop, without_run_details
@@ -281,7 +282,7 @@ def build_training(cfg: UNetTrainConfig, images: torch.Tensor, accelerator: Acce
         foreach=True,
     )
     ema.to(accelerator.device)
-    # fused: one kernel for all parameters; on 2 CPU cores 2.0 ms a step against 7.9 (bench/RESULTS.md)
+    # fused: one kernel for all parameters, several times faster a step on a CPU (bench/RESULTS.md)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=warmup_lr(cfg, 0), weight_decay=cfg.weight_decay, fused=True)
     unet, optimizer = accelerator.prepare(unet, optimizer)
     return TrainingState(accelerator, view, unet, ema, optimizer, build_scheduler(cfg.schedule), images, Progress(),
@@ -293,8 +294,10 @@ def train_unet(cfg: UNetTrainConfig, prepared: Path | str, checkpoint_dir: Path 
     """Train (or resume) until max_steps or max_minutes; returns the EMA and raw models and the log.
     `view`: what the model learns from the images (WholeImages, the scene UNet, when None)."""
     view = WholeImages() if view is None else view
-    precision = resolve_mixed_precision(cfg.mixed_precision, PartialState().device)
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision.name)
+    state = process_state()
+    precision = resolve_mixed_precision(cfg.mixed_precision, state.device)
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision.name,
+                              cpu=state.device.type == "cpu")
     accelerator.print(f"train_unet: mixed precision {precision}")
     # crops centre on known boxes (augment.patches); whole images may come from the unlabelled pool
     data = load_training_set(prepared, GENERATIVE_SPLITS if getattr(cfg, "crops", None) else ROAD_SPLITS, cfg)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import typing
 from pathlib import Path
 from typing import Any, Iterable, TypeVar
@@ -19,6 +20,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from core.errors import StageError
+from core.params_trace import TRACE_ENV, trace_reads
 
 PARAMS_FILE = Path("params.yaml")
 # Mappings whose keys are the user's (classes, ultralytics arguments), not settings: an override
@@ -115,12 +117,16 @@ def first_difference(params: dict[str, Any], key: str, other: str) -> tuple[str,
 
 
 def section(cls: type[T], name: str, params: dict[str, Any] | None = None) -> T:
-    """Build dataclass `cls` from `params[name]`; unknown, missing or mistyped keys fail with one line."""
+    """Build dataclass `cls` from `params[name]` (a dotted name reads a mapping inside a section, e.g.
+    "patch_unet.crops"); unknown, missing or mistyped keys fail with one line."""
     params = read_params() if params is None else params
-    if name not in params:
+    values = dotted(params, name)
+    if values is MISSING:
         raise StageError(f"params.yaml: section '{name}' is missing")
-    settings = from_dict(cls, params[name] or {}, where=f"params.yaml: {name}")
-    check_agreement(params, name)  # after the section's own checks, so a wrong type is named as such
+    settings = from_dict(cls, values or {}, where=f"params.yaml: {name}")
+    check_agreement(params, name.split(".")[0])  # after the section's own checks, so a wrong type is named as such
+    if os.environ.get(TRACE_ENV):
+        trace_reads(settings, name)
     return settings
 
 

@@ -433,6 +433,6 @@ def write_demo(settings: DemoSettings, out: Path) -> dict:
             "version": GENERATOR_VERSION, "seed": settings.seed, "image_size": settings.image_size,
             "n_images": settings.n_images, "object_counts": counts, "clean_images": n_clean}
     categories = [{"id": i + 1, "name": n, "supercategory": "litter"} for i, n in enumerate(names)]
-    write_json(out / "annotations.json", {"info": info, "licenses": [], "images": images,  # ~4 MB: outlines
+    write_json(out / "annotations.json", {"info": info, "licenses": [], "images": images,  # no indent: outlines
                                           "annotations": annotations, "categories": categories}, indent=None)
     return info

@@ -240,6 +240,16 @@ def variant_splits(variant: str, params: YoloParams, prepared: Path | str,
     return {"train": train, "val": prepared_split(prepared, "val")}
 
 
+def variant_settings(variant: str, params: YoloParams) -> dict[str, Any]:
+    """The `yolo` settings a variant trains by (its params.json; dvc.yaml's `params:` of train_yolo):
+    the baseline finds the budget (`budget`), every other variant trains it (`equal_steps`) with the
+    images it adds (`mix`)."""
+    shared = {"train": params.train, "seeds": params.seeds, "parallel": params.parallel}
+    if variant == "baseline":
+        return {**shared, "budget": params.budget}
+    return {**shared, "equal_steps": params.equal_steps, "mix": params.mix}
+
+
 # --------------------------------------------------------------------------- train / predict
 
 def check_local_weights(model: str) -> None:

@@ -143,7 +143,7 @@ def planned_trainer(plan: Plan, base: type, label: str = "yolo") -> type:
             self.add_callback("on_fit_epoch_end", report)
 
         def save_model(self) -> bool:
-            # a checkpoint only where one is read (ultralytics writes 12 MB every epoch otherwise)
+            # a checkpoint only where one is read (ultralytics writes a full one every epoch otherwise)
             epoch = self.epoch + 1
             if self.stop or epoch >= self.epochs or epoch in plan.snapshots:
                 return super().save_model()

@@ -4,8 +4,8 @@ Importing this package, which every stage does before it imports torch, lets tor
 threads sleep (`OMP_WAIT_POLICY=PASSIVE`) unless the environment sets `OMP_WAIT_POLICY` or
 `GOMP_SPINCOUNT` itself. By libgomp's default they spin at every barrier, and when another busy
 process shares the cores a spinning thread holds a core its partner needs: beside a second
-training on 2 cores a `train_unet` step took 3-9x its time alone, and 1.4-1.8x when sleeping. Alone,
-sleeping costs 10-20% on the small demo UNet (bench/bench_busy_cpu.py). No result changes.
+training a `train_unet` step took several times its time alone, far less with sleeping threads,
+which alone cost a little (bench/bench_busy_cpu.py; figures in bench/RESULTS.md). No result changes.
 """
 
 import os

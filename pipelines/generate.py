@@ -14,12 +14,11 @@ from __future__ import annotations
 import contextlib
 import sys
 
-import torch
-from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, gather_object
 
 from augment.generate import load_models, plan_images, plan_quota, render_shard, write_outputs
 from augment.precision import resolved_settings
+from augment.processes import process_state
 from augment.settings import GenerateSettings
 from core.io import atomic_dirs, write_json
 from core.params import section
@@ -29,7 +28,7 @@ from scenes.prepared import class_names, load_manifest
 
 def _main(argv: list[str] | None) -> None:
     _, params, paths = stage_args(__doc__, argv)
-    state = PartialState(cpu=not torch.cuda.is_available())  # cpu: gloo shards under torchrun
+    state = process_state()
     settings = resolved_settings(section(GenerateSettings, "generate", params), state.device, "generate", state.print)
     names = class_names(paths.prepared)
     quota = plan_quota(settings, names, load_manifest(paths.prepared, ("train",))["tags"])

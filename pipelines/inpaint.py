@@ -15,26 +15,25 @@ from __future__ import annotations
 import sys
 
 import matplotlib
-import torch
-from accelerate import PartialState
 from accelerate.utils import gather_object
 
 from augment import inpaint
 from augment.generate import load_models
 from augment.patches import CropSettings, crop_sides
 from augment.precision import resolved_settings
+from augment.processes import process_state
 from augment.settings import InpaintSettings
 from core.errors import StageError
 from core.io import atomic_dirs, write_json
-from core.params import from_dict, section
+from core.params import section
 from pipelines.stage import run_stage, stage_args
 from scenes.prepared import class_names
 
 
 def _main(argv: list[str] | None) -> None:
     _, params, paths = stage_args(__doc__, argv)
-    crops = from_dict(CropSettings, (params.get("patch_unet") or {}).get("crops"), "params.yaml: patch_unet.crops")
-    state = PartialState(cpu=not torch.cuda.is_available())
+    crops = section(CropSettings, "patch_unet.crops", params)
+    state = process_state()
     settings = resolved_settings(section(InpaintSettings, "inpaint", params), state.device, "inpaint", state.print)
     names = class_names(paths.prepared)
     models = load_models(paths.patch_unet, paths.patch_classifier, paths.patch_judge, names, state.device,

@@ -23,10 +23,10 @@ from scenes.prepared import image_size
 def _main(argv: list[str] | None) -> None:
     _, params, paths = stage_args(__doc__, argv)
     cfg = section(UpsamplerTrainConfig, "upsampler", params)
-    prepared_px, generative_px = image_size(paths.prepared), params["unet"]["image_size"]
-    if (cfg.image_size, cfg.low_res) != (prepared_px, generative_px):
-        raise StageError(f"params.yaml: upsampler: image_size {cfg.image_size} / low_res {cfg.low_res} must be the "
-                         f"prepared images' {prepared_px} px / unet.image_size {generative_px}")
+    prepared_px = image_size(paths.prepared)  # low_res equals unet.image_size: section() checks that
+    if cfg.image_size != prepared_px:
+        raise StageError(f"params.yaml: upsampler.image_size: {cfg.image_size} must be the prepared images' "
+                         f"{prepared_px} px")
     result = train_unet(cfg, paths.prepared, paths.upsampler_checkpoints, view=PatchesWithLowRes(cfg))
     if result.is_main:
         with atomic_dirs(paths.upsampler, paths.reports / "upsampler") as (model_dir, report_dir):

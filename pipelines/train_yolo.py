@@ -31,6 +31,7 @@ from detection.yolo import (
     YoloParams,
     check_local_weights,
     resolve_device,
+    variant_settings,
     variant_splits,
     write_dataset_view,
 )
@@ -79,8 +80,9 @@ def _main(argv: list[str] | None) -> None:
             print(f"train_yolo@baseline: {budget_line(budget)}")
         epochs = next(iter(records.values()))["epochs"]
         write_json(out_dir / "params.json", {
-            "variant": args.variant, "yolo": settings, "classes": names, "n_images": {s: len(v) for s, v in splits.items()},
-            "epochs": epochs, "batches": epochs * batches_per_epoch(n_train, settings.train.batch), "amp": train.amp})
+            "variant": args.variant, "yolo": variant_settings(args.variant, trained), "classes": names,
+            "n_images": {s: len(v) for s, v in splits.items()},
+            "epochs": epochs, "batches": epochs * batches_per_epoch(n_train, settings.train.batch)})
 
 
 def main(argv: list[str] | None = None) -> int:

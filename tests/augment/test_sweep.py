@@ -32,7 +32,8 @@ def test_point_settings_replace_only_scale_sampler_steps_quota_and_controls():
     point = point_settings(base, sweep, 2.5, TINY_CLASSES)
     assert (point.guidance_scale, point.steps, point.eta, point.control_per_class) == (2.5, 7, 0.3, 0)
     assert point.quota == {name: 4 for name in TINY_CLASSES}
-    assert (point.seed, point.batch_size) == (base.seed, base.batch_size)
+    assert (point.seed, point.batch_size, point.mixed_precision) == (base.seed, base.batch_size, base.mixed_precision)
+    assert (point.balance_factor, point.min_per_class) == (0.0, 0)  # unused beside the explicit quota
     solver = settings(SweepSettings, "sweep", sampler="dpmsolver++")
     assert point_settings(base, solver, 1, TINY_CLASSES).eta == 0.0
 
@@ -96,8 +97,9 @@ def test_sweep_points_and_plot_end_to_end(tiny_prepared, tmp_path, monkeypatch, 
         assert summary["judge_hit_rate"] == pytest.approx(sum(summary["per_class_hit_rate"].values()) / 3, abs=1e-3)
     seeds = [pd.read_csv(tmp_path / f"data/sweep/scale_{s}/manifest.csv")["seed"].tolist() for s in ("0", "2.5")]
     assert seeds[0] == seeds[1]  # the points differ only by the scale
-    assert sweep_point.main(["--scale", "3"]) == 2
-    assert "--scale 3 is not one of [0, 2.5]" in capsys.readouterr().err
+    for wrong in ("-1", "high"):
+        assert sweep_point.main(["--scale", wrong]) == 2
+        assert capsys.readouterr().err == f"error: sweep_point: --scale {wrong}: not a guidance scale (a number >= 0)\n"
 
     assert sweep_plot.main([]) == 0
     table = pd.read_csv(tmp_path / "reports/sweep/tradeoff.csv")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +15,7 @@ import yaml
 
 from core.errors import StageError
 from core.params import check_at_least, check_choice, from_dict, read_params, section, to_jsonable
+from core.params_trace import TRACE_ENV
 
 
 @dataclass(frozen=True)
@@ -128,3 +134,50 @@ def test_a_key_written_twice_is_malformed_yaml(tmp_path):
     (tmp_path / "params.yaml").write_text("unet:\n  lr: 1\n  lr: 2\n")
     with pytest.raises(StageError, match=r"^.*params.yaml: malformed YAML: .*duplicate key"):
         read_params(tmp_path / "params.yaml")
+
+
+TRACED = textwrap.dedent("""
+    import dataclasses
+    from core.params import section
+
+    @dataclasses.dataclass(frozen=True)
+    class Inner:
+        a: int
+        b: int
+
+    @dataclasses.dataclass(frozen=True)
+    class Outer:
+        inner: Inner
+        c: int
+        d: int
+
+    params = {"outer": {"inner": {"a": 1, "b": 2}, "c": 3, "d": 4}, "other": {"a": 5, "b": 6}}
+    settings = section(Outer, "outer", params)
+    settings.c
+    copied = dataclasses.replace(settings.inner, b=7)  # copying is not reading ...
+    copied.a, copied.b                                 # ... reading the copy is, but b is the code's
+    dataclasses.asdict(section(Inner, "other", params))
+    section(Outer, "outer", params)                    # built, never read
+""")
+
+
+def test_the_trace_records_the_keys_whose_fields_were_read_per_process(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), TRACE_ENV: str(tmp_path), "DVC_STAGE": "train_yolo@baseline"}
+    subprocess.run([sys.executable, "-c", TRACED], env=env, check=True, cwd=tmp_path)
+    (record,) = tmp_path.glob("train_yolo@baseline.*.json")
+    assert json.loads(record.read_text())["keys"] == ["other.a", "other.b", "outer.c", "outer.inner.a"]
+
+    quiet = {k: v for k, v in env.items() if k != TRACE_ENV}
+    subprocess.run([sys.executable, "-c", TRACED], env=quiet, check=True, cwd=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 1  # no trace unless asked for
+
+
+def test_a_dotted_section_name_reads_a_mapping_inside_a_section():
+    @dataclass(frozen=True)
+    class Crops:
+        px: int
+
+    assert section(Crops, "patch.crops", {"patch": {"crops": {"px": 64}}}).px == 64
+    with pytest.raises(StageError, match=r"^params.yaml: section 'patch.crops' is missing$"):
+        section(Crops, "patch.crops", {"patch": {}})

@@ -262,7 +262,8 @@ def test_one_epoch_train_offline_writes_weights_and_curves(tmp_path, tiny_prepar
     out = tmp_path / "models" / "yolo" / "baseline"
     assert sorted(p.name for p in out.iterdir()) == ["budget.json", "params.json", "seed_0", "seed_1"]  # TINY seeds
     record = json.loads((out / "params.json").read_text())
-    assert record["n_images"] == {"train": 8, "val": 6} and record["epochs"] == 2 and record["amp"] is False
+    assert record["n_images"] == {"train": 8, "val": 6} and record["epochs"] == 2
+    assert set(record["yolo"]) == {"train", "seeds", "parallel", "budget"} and record["yolo"]["train"]["amp"] is False
     # parallel 1: seed 0 searched alone (val every epoch, stopped at min_epochs 2 of a 3-epoch schedule), seed 1 trained
     # the budget it found
     budget = json.loads((out / "budget.json").read_text())
@@ -315,6 +316,7 @@ def test_a_variant_trains_the_recorded_budgets_batches_on_the_baselines_schedule
         assert train_yolo.main(["--variant", "copypaste"]) == 0
         record = json.loads((out / "params.json").read_text())
         assert (record["n_images"]["train"], record["epochs"], record["batches"]) == (16, epochs, 2 * epochs)
+        assert set(record["yolo"]) == {"train", "seeds", "parallel", "equal_steps", "mix"}
         assert yaml.safe_load((out / "seed_0" / "args.yaml").read_text())["epochs"] == schedule
         curves = pd.read_csv(tmp_path / "reports" / "yolo" / "copypaste" / "seed_0" / "results.csv")
         assert list(curves["epoch"]) == list(range(1, epochs + 1))

@@ -109,3 +109,13 @@ def test_a_package_imports_only_the_layers_below_it(package):
         imported = {name.split(".")[0] for name in project_imports(path)} - {package}
         upward = sorted(p for p in imported if layer_of(p) >= layer_of(package))
         assert not upward, f"{path.relative_to(ROOT)} imports {upward}: not below {package} in {LAYERS}"
+
+
+def test_stage_scripts_read_settings_only_through_sections():
+    """`core.params.section` is where the end-to-end test traces which params keys a stage reads
+    (test_each_stage_lists_in_dvc_yaml_exactly_the_params_it_reads): a raw `params[...]` would escape it."""
+    for path in sorted((ROOT / "pipelines").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            raw = (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "params"
+                   or isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "params")
+            assert not raw, f"{path.relative_to(ROOT)}:{node.lineno} reads params.yaml around core.params.section"

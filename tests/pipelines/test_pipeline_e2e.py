@@ -16,14 +16,21 @@ import pytest
 import yaml
 from PIL import Image
 
+from core.params import FREE_FORM_KEYS
+from core.params_trace import TRACE_ENV
 from core.profiles import profiled_params
 from tests.support import REPO, TINY, load_bench, tiny_params
 
-COPIED = ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore", "core", "augment", "detection", "pipelines")
+COPIED = ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore", "core", "scenes", "augment", "detection", "pipelines")
+
+
+def params_read_dir(workdir: Path) -> Path:
+    """Where each stage process of `workdir` records the params keys it read (core.params.TRACE_ENV)."""
+    return workdir.parent / f"{workdir.name}-params-read"
 
 
 def dvc_env(workdir: Path) -> dict[str, str]:
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    return {**os.environ, TRACE_ENV: str(params_read_dir(workdir)), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "DVC_NO_ANALYTICS": "1", "YOLO_OFFLINE": "true", "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(workdir),
             "PYTHONUNBUFFERED": "1", "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
             "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
@@ -57,6 +64,7 @@ def fresh_copy(workdir: Path, params: dict) -> Path:
         else:
             shutil.copy2(source, workdir / name)
     (workdir / "data" / "unlabelled").mkdir(parents=True)
+    params_read_dir(workdir).mkdir()
     (workdir / "params.yaml").write_text(profiled_params((REPO / "params.yaml").read_text(), [params]))
     git(workdir, "init", "-q")
     dvc(workdir, "init", "-q")
@@ -109,6 +117,34 @@ def test_full_repro_runs_every_stage_and_writes_every_declared_output(pipeline_c
     demo_info = json.loads((pipeline_copy / "data/raw/demo/annotations.json").read_text())["info"]
     assert report["images"] == TINY["demo"]["n_images"]
     assert report["boxes_per_class"] == demo_info["object_counts"]
+
+
+def leaf_keys(params: dict, key: str) -> set[str]:
+    """`key` or the dotted keys of every value under it (a mapping of the user's own keys is one value)."""
+    value = params
+    for part in key.split("."):
+        value = value[part]
+    if not isinstance(value, dict) or key.split(".")[-1] in FREE_FORM_KEYS:
+        return {key}
+    return set().union(*(leaf_keys(params, f"{key}.{sub}") for sub in value))
+
+
+@pytest.mark.slow
+def test_each_stage_lists_in_dvc_yaml_exactly_the_params_it_reads(pipeline_copy):
+    """What a stage's processes read from their settings (traced in core.params) against what its
+    `params:` make DVC watch, leaf key by leaf key; `paths` reach DVC through deps and outs."""
+    params = yaml.safe_load((pipeline_copy / "params.yaml").read_text())
+    read: dict[str, set[str]] = {}
+    for record in params_read_dir(pipeline_copy).glob("*.json"):
+        trace = json.loads(record.read_text())
+        keys = {k for key in trace["keys"] for k in leaf_keys(params, key) if not k.startswith("paths.")}
+        read.setdefault(trace["stage"], set()).update(keys)
+    locked = yaml.safe_load((pipeline_copy / "dvc.lock").read_text())["stages"]
+    assert set(read) == set(locked), f"stages without a trace: {sorted(set(locked) - set(read))}"
+    for stage, record in locked.items():
+        listed = set().union(*(leaf_keys(params, key) for key in record.get("params", {}).get("params.yaml", {})))
+        assert not read[stage] - listed, f"dvc.yaml stage {stage}: reads {sorted(read[stage] - listed)}, not in params:"
+        assert not listed - read[stage], f"dvc.yaml stage {stage}: params: lists {sorted(listed - read[stage])}, never read"
 
 
 @pytest.mark.slow

@@ -1,0 +1,36 @@
+"""The processes an accelerate stage runs as: one, or several that split its work between them.
+
+`launch.accelerate` starts the stage (pipelines.launch). Several processes cooperate through
+torch.distributed: NCCL on GPUs, gloo on a CPU. accelerate picks gloo only when asked for the CPU,
+so a machine without CUDA asks for it: `torchrun --nproc_per_node 2` (or `accelerate launch
+--multi_gpu --num_processes 2`, which starts torchrun's processes) then gives two cooperating CPU
+processes. A launcher whose processes end up not knowing of each other (accelerate reads one
+process while the launcher set WORLD_SIZE above 1) would have each train or render everything and
+write the same outputs; the stage refuses that with one line instead.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import torch
+from accelerate import PartialState
+
+from core.errors import StageError
+
+
+def check_cooperating(num_processes: int, distributed_type: object, environ: Mapping[str, str]) -> None:
+    """One line when the launcher started WORLD_SIZE > 1 processes but accelerate sees fewer."""
+    launched = int(environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and num_processes != launched:
+        raise StageError(f"launch.accelerate: started {launched} processes (WORLD_SIZE) that do not cooperate: accelerate "
+                         f"sees {num_processes} ({distributed_type}), so each would do all the work; on a CPU use "
+                         f"`torchrun --nproc_per_node {launched}`, on GPUs `accelerate launch --multi_gpu`")
+
+
+def process_state() -> PartialState:
+    """accelerate's state of this process (gloo between CPU processes), after `check_cooperating`."""
+    state = PartialState(cpu=not torch.cuda.is_available())
+    check_cooperating(state.num_processes, state.distributed_type, os.environ)
+    return state

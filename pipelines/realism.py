@@ -7,7 +7,8 @@ Reads the guided scenes at the detector's size (<paths.upsampled>), the layouts
 (detection.realism): detector agreement, median box IoU, crop FD, and whether the class passes
 `quality_gate.min_agreement`. Writes <paths.reports>/realism.json (every figure) and
 <paths.pseudo>/gate/<source>.json (the failing classes and the images train_yolo leaves out).
-Params: `quality_gate`, `pseudo_label.predict`, `yolo.seeds`, `yolo.train.imgsz`, `gen_metrics`.
+Params: `quality_gate`, `pseudo_label.predict`, `yolo.seeds`, `yolo.train.imgsz`, and of `gen_metrics` the
+features (`extractor`, `inception_weights`, `batch_size`) and `real_split`.
 """
 
 from __future__ import annotations

@@ -129,11 +129,16 @@ def leaf_keys(params: dict, key: str) -> set[str]:
     return set().union(*(leaf_keys(params, f"{key}.{sub}") for sub in value))
 
 
+# Read only on a branch the tiny params do not take; the stages list them for the runs that do.
+READ_ON_ANOTHER_BRANCH = {"gen_metrics.inception_weights": "gen_metrics.extractor: inception"}
+
+
 @pytest.mark.slow
 def test_each_stage_lists_in_dvc_yaml_exactly_the_params_it_reads(pipeline_copy):
-    """What a stage's processes read from their settings (traced in core.params) against what its
-    `params:` make DVC watch, leaf key by leaf key; `paths` reach DVC through deps and outs."""
+    """What a stage's processes read from their settings (traced in core.params_trace) against what
+    its `params:` make DVC watch, leaf key by leaf key; `paths` reach DVC through deps and outs."""
     params = yaml.safe_load((pipeline_copy / "params.yaml").read_text())
+    assert params["gen_metrics"]["extractor"] != "inception"  # the branch READ_ON_ANOTHER_BRANCH names
     read: dict[str, set[str]] = {}
     for record in params_read_dir(pipeline_copy).glob("*.json"):
         trace = json.loads(record.read_text())
@@ -144,7 +149,8 @@ def test_each_stage_lists_in_dvc_yaml_exactly_the_params_it_reads(pipeline_copy)
     for stage, record in locked.items():
         listed = set().union(*(leaf_keys(params, key) for key in record.get("params", {}).get("params.yaml", {})))
         assert not read[stage] - listed, f"dvc.yaml stage {stage}: reads {sorted(read[stage] - listed)}, not in params:"
-        assert not listed - read[stage], f"dvc.yaml stage {stage}: params: lists {sorted(listed - read[stage])}, never read"
+        unread = listed - read[stage] - set(READ_ON_ANOTHER_BRANCH)
+        assert not unread, f"dvc.yaml stage {stage}: params: lists {sorted(unread)}, never read"
 
 
 @pytest.mark.slow

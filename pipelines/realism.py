@@ -1,14 +1,10 @@
 """Stage `realism`: each synthetic source judged by the real-only baseline detector, and the quality gate.
 
-Reads the guided scenes at the detector's size (<paths.upsampled>), the layouts
-<paths.pseudo>/synthetic (their pseudo-labels: the crops), inpaint and copypaste, every seed's baseline detector
-(<paths.yolo>/baseline/seed_<s>/best.pt), the real `gen_metrics.real_split` boxes of
-<paths.prepared> and the judge (<paths.judge>, the crop FD's features). Per source and class
-(detection.realism): detector agreement, median box IoU, crop FD, and whether the class passes
-`quality_gate.min_agreement`. Writes <paths.reports>/realism.json (every figure) and
+Reads the guided scenes (<paths.upsampled>), the layouts <paths.pseudo>/{synthetic,inpaint,copypaste},
+every seed's baseline detector, the real boxes of `gen_metrics.real_split` and the judge (the crop FD's
+features). Per source and class (detection.realism): detector agreement, median box IoU, crop FD, and
+whether the class passes `quality_gate.min_agreement`. Writes <paths.reports>/realism.json and
 <paths.pseudo>/gate/<source>.json (the failing classes and the images train_yolo leaves out).
-Params: `quality_gate`, `pseudo_label.predict`, `yolo.seeds`, `yolo.train.imgsz`, and of `gen_metrics` the
-features (`extractor`, `inception_weights`, `batch_size`) and `real_split`.
 """
 
 from __future__ import annotations

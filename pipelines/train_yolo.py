@@ -1,19 +1,14 @@
 """Stage `train_yolo@<variant>`: one YOLO detector per training-data variant (DVC foreach) and seed.
 
-- baseline:  real `train` boxes only (<paths.prepared>)
-- augmented: real `train` + pseudo-labelled synthetic images (<paths.pseudo>/synthetic), at most
-  `yolo.mix.synthetic_ratio` synthetic images per real one
-- selftrain: real `train` + the pseudo-labelled real `tagged` pool (<paths.pseudo>/tagged), at most
-  `yolo.mix.tagged_ratio` per real one: the control that tells synthetic data from more real data
-- copypaste: real `train` + real litter pasted into real scenes (<paths.pseudo>/copypaste), as many
-  objects per class as `augmented` adds: the control a synthetic-data method has to beat
-- inpaint:   real `train` + real scenes with litter inserted by guided RePaint, boxes measured
-  (<paths.pseudo>/inpaint, augment.inpaint), at most `yolo.mix.synthetic_ratio` per real image
-
-Every variant trains once per seed in `yolo.seeds` on the same images, `yolo.parallel` seeds at
-once, for the detector budget the baseline finds (detection.budget, <paths.yolo>/baseline/budget.json).
-Writes <paths.yolo>/<variant>/params.json (images, epochs, batches) and seed_<s>/ (best.pt = the
-final weights, last.pt, results.csv, args.yaml, metrics.json), and <paths.reports>/yolo/<variant>/.
+The variants (detection.yolo.VARIANT_POOLS): baseline (real `train` boxes only); augmented (plus
+pseudo-labelled synthetic scenes, <paths.pseudo>/synthetic); selftrain (plus the pseudo-labelled
+real `tagged` pool: more real data, the control); copypaste (plus real litter pasted into real
+scenes: the bar a synthetic method has to beat); inpaint (plus litter inserted by guided RePaint,
+augment.inpaint), each capped by `yolo.mix` and cut by the quality gate (stage realism).
+Every variant trains once per seed in `yolo.seeds`, `yolo.parallel` at once, for the detector
+budget the baseline finds (detection.budget, <paths.yolo>/baseline/budget.json). Writes
+<paths.yolo>/<variant>/params.json and seed_<s>/ (best.pt = the final weights, last.pt,
+results.csv, args.yaml, metrics.json), and <paths.reports>/yolo/<variant>/.
 """
 
 from __future__ import annotations

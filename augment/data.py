@@ -71,6 +71,11 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1.0
 
 
+def to_rgb_arrays(images: torch.Tensor) -> np.ndarray:
+    """float [n, 3, s, s] in [-1, 1] (clipped) -> uint8 RGB arrays [n, s, s, 3], `to_model_range`'s inverse."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
 class IndexDataset(Dataset):
     """Yields indices into an in-memory ImageSet, so batches stay cheap to shard and to collate."""
 

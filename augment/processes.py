@@ -13,11 +13,12 @@ one line instead.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
-from accelerate import PartialState
+from accelerate import Accelerator, PartialState
 
+from augment.precision import Precision, resolve_mixed_precision
 from core.errors import StageError
 
 ADVICE = "on a CPU use `torchrun --nproc_per_node {n}`, on GPUs `accelerate launch --multi_gpu --num_processes {n}`"
@@ -39,6 +40,14 @@ def check_cooperating(num_processes: int, distributed_type: object, environ: Map
         raise StageError(f"launch.accelerate: started {launched} processes (WORLD_SIZE) that do not cooperate: accelerate "
                          f"sees {num_processes} ({distributed_type}), so each would do all the work; "
                          f"{ADVICE.format(n=launched)}")
+
+
+def process_accelerator(mixed_precision: str, **kwargs: Any) -> tuple[Accelerator, Precision]:
+    """An Accelerator for this process (`process_state`) at the precision `mixed_precision` resolves to."""
+    state = process_state()
+    precision = resolve_mixed_precision(mixed_precision, state.device)
+    accelerator = Accelerator(mixed_precision=precision.name, cpu=state.device.type == "cpu", **kwargs)
+    return accelerator, precision
 
 
 def process_state() -> PartialState:

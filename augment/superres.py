@@ -33,7 +33,7 @@ from diffusers.configuration_utils import FrozenDict
 from diffusers.models.unets.unet_2d import UNet2DOutput
 from torch import nn
 
-from augment.data import load_image_set, to_model_range
+from augment.data import load_image_set, to_model_range, to_rgb_arrays
 from augment.precision import sampling_precision
 from augment.samplers import sample
 from augment.train_unet import TrainedUNet, UNetTrainConfig, save_samples, write_training_records
@@ -195,7 +195,7 @@ def upsample_images(upsampler: Upsampler, images: Sequence[np.ndarray], seeds: S
         low = to_model_range(torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2))
         generators = [torch.Generator().manual_seed(seed) for seed in seeds[start:start + batch_size]]
         high = upsampler(low, steps, generators).cpu()
-        out.extend(((high + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+        out.extend(to_rgb_arrays(high))
     return out
 
 

@@ -36,8 +36,7 @@ from augment.data import (
     to_model_range,
 )
 from augment.patches import CropSettings, load_training_set
-from augment.precision import resolve_mixed_precision
-from augment.processes import process_state
+from augment.processes import process_accelerator
 from augment.settings import MIXED_PRECISION
 from augment.training import over_budget, warn_time_stop
 from augment.unet import ArchConfig
@@ -134,9 +133,7 @@ def train_classifier(cfg: ClassifierTrainConfig, name: str, prepared: Path | str
         raise StageError(f"{scheduler_dir}: unreadable noise schedule ({type(err).__name__}: {err}); rerun the "
                          "train_unet stage".replace("\n", " ")) from None
     check_low_noise_range(cfg, name, scheduler)
-    state = process_state()
-    precision = resolve_mixed_precision(cfg.mixed_precision, state.device)
-    accelerator = Accelerator(mixed_precision=precision.name, cpu=state.device.type == "cpu")
+    accelerator, precision = process_accelerator(cfg.mixed_precision)
     accelerator.print(f"train_{name}: mixed precision {precision}")
     data = load_training_set(prepared, GENERATIVE_SPLITS, cfg)
     set_seed(cfg.seed)

@@ -37,10 +37,16 @@ from tqdm.auto import tqdm
 import augment.data
 import augment.training
 import augment.unet
-from augment.data import GENERATIVE_SPLITS, ROAD_SPLITS, EpochBatchSampler, IndexDataset, to_model_range
+from augment.data import (
+    GENERATIVE_SPLITS,
+    ROAD_SPLITS,
+    EpochBatchSampler,
+    IndexDataset,
+    to_model_range,
+    to_rgb_arrays,
+)
 from augment.patches import CropSettings, load_training_set
-from augment.precision import resolve_mixed_precision
-from augment.processes import process_state
+from augment.processes import process_accelerator
 from augment.samplers import sample
 from augment.settings import MIXED_PRECISION
 from augment.training import over_budget, warn_time_stop, without_run_details
@@ -294,10 +300,7 @@ def train_unet(cfg: UNetTrainConfig, prepared: Path | str, checkpoint_dir: Path 
     """Train (or resume) until max_steps or max_minutes; returns the EMA and raw models and the log.
     `view`: what the model learns from the images (WholeImages, the scene UNet, when None)."""
     view = WholeImages() if view is None else view
-    state = process_state()
-    precision = resolve_mixed_precision(cfg.mixed_precision, state.device)
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision.name,
-                              cpu=state.device.type == "cpu")
+    accelerator, precision = process_accelerator(cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
     accelerator.print(f"train_unet: mixed precision {precision}")
     # crops centre on known boxes (augment.patches); whole images may come from the unlabelled pool
     data = load_training_set(prepared, GENERATIVE_SPLITS if getattr(cfg, "crops", None) else ROAD_SPLITS, cfg)
@@ -398,8 +401,7 @@ SAMPLE_PX = 96  # sample grids: small images are shown at least this large (near
 def save_samples(path: Path, images: torch.Tensor, n_cols: int, title: str, col_titles: Sequence[str] = ()) -> None:
     """A labelled grid of images [n, 3, S, S] in [-1, 1], row-major, each shown at least SAMPLE_PX."""
     scale = max(1, math.ceil(SAMPLE_PX / images.shape[-1]))
-    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    tiles = [tile.repeat(scale, axis=0).repeat(scale, axis=1) for tile in pixels]
+    tiles = [tile.repeat(scale, axis=0).repeat(scale, axis=1) for tile in to_rgb_arrays(images)]
     rows = [tiles[i:i + n_cols] for i in range(0, len(tiles), n_cols)]
     shown = f"{images.shape[-1]} px" + (f", shown {scale}x" if scale > 1 else "")
     image_grid(path, rows, [""] * len(rows), col_titles, [], title=f"{title} ({shown})")

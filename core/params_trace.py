@@ -67,8 +67,6 @@ def trace_reads(settings: Any, key: str, not_read: frozenset[str] = frozenset())
 
 
 def _write_trace() -> None:
-    if not os.environ.get(TRACE_ENV):
-        return
     stage = os.environ.get("DVC_STAGE", "")  # set by dvc repro / dvc exp run for each stage's command
     path = Path(os.environ[TRACE_ENV]) / f"{stage.replace('/', '_') or 'no-stage'}.{os.getpid()}.json"
     path.write_text(json.dumps({"stage": stage, "argv": sys.argv, "keys": sorted(_keys_read)}))

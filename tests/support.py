@@ -39,6 +39,16 @@ from pipelines.stage import Launch, Paths
 from scenes.canvases import canvases
 
 REPO = Path(__file__).resolve().parents[1]
+# The documented package order (README, "Layout"), bottom first: a package imports only packages of
+# a lower layer; the two sides of one layer never import each other.
+LAYERS = (("core",), ("scenes",), ("augment", "detection"), ("pipelines",))
+PACKAGES = tuple(package for layer in LAYERS for package in layer)
+
+
+def module_file(name: str) -> Path | None:
+    """The file of project module `name` (dotted), or None."""
+    path = REPO.joinpath(*name.split("."))
+    return next((c for c in (path.with_suffix(".py"), path / "__init__.py") if c.is_file()), None)
 T = TypeVar("T")
 
 def load_bench(name: str) -> ModuleType:

@@ -9,8 +9,9 @@ import re
 from functools import cache
 from pathlib import Path
 
+from tests.support import PACKAGES, module_file
+
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "scenes", "augment", "detection", "pipelines")
 DOTTED = re.compile(rf"\b((?:{'|'.join(PACKAGES)})(?:\.[A-Za-z_]\w*)+)")
 FILE = re.compile(rf"\b((?:{'|'.join(PACKAGES)}|tests|bench)/[\w/]*\w\.(?:py|sh|yaml))\b")
 
@@ -19,11 +20,6 @@ def read_by_people() -> list[Path]:
     files = [*(p for package in (*PACKAGES, "bench") for p in (ROOT / package).rglob("*.py")),
              ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "params.yaml", ROOT / "dvc.yaml"]
     return sorted(p for p in files if "__pycache__" not in p.parts)
-
-
-def module_file(parts: list[str]) -> Path | None:
-    path = ROOT.joinpath(*parts)
-    return next((c for c in (path.with_suffix(".py"), path / "__init__.py") if c.is_file()), None)
 
 
 @cache
@@ -42,10 +38,10 @@ def defined(path: Path) -> set[str]:
 
 def stale(reference: str) -> str | None:
     parts = reference.split(".")
-    known = next((k for k in range(len(parts), 0, -1) if module_file(parts[:k])), 0)
+    known = next((k for k in range(len(parts), 0, -1) if module_file(".".join(parts[:k]))), 0)
     if not known:
         return "no such module"
-    module, rest = module_file(parts[:known]), parts[known:]
+    module, rest = module_file(".".join(parts[:known])), parts[known:]
     if rest and rest[0] not in defined(module):
         return f"{'.'.join(parts[:known])} defines no {rest[0]}"
     return None

@@ -13,19 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support import LAYERS, PACKAGES, module_file
+
 ROOT = Path(__file__).resolve().parents[2]
-# The documented package order (README, "Layout"), bottom first: a package imports only packages of
-# a lower layer; the two sides of one layer never import each other.
-LAYERS = (("core",), ("scenes",), ("augment", "detection"), ("pipelines",))
-PACKAGES = tuple(package for layer in LAYERS for package in layer)
-
-
-def module_file(name: str) -> Path | None:
-    path = ROOT.joinpath(*name.split("."))
-    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def project_imports(path: Path) -> set[str]:
